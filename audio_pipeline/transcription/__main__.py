@@ -1,0 +1,83 @@
+"""Entry point: ``python -m audio_pipeline.transcription``.
+
+Under Dagster Pipes the job settings arrive in the extras (key ``job``); outside Pipes they can be
+given as a JSON file with ``--settings``. The summary goes back as materialization metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from ..models import resolve_model
+from .pipeline import JobSettings, JobSummary, run_job
+
+
+def _markdown_preview(rows: list[dict]) -> str:
+    lines = ["| file | status | text |", "|---|---|---|"]
+    for r in rows:
+        text = (r.get("text") or "").replace("|", "\\|")[:120]
+        lines.append(f"| {r['file_path']} | {r['status']} | {text} |")
+    return "\n".join(lines)
+
+
+def summary_metadata(summary: JobSummary) -> dict:
+    meta: dict = {
+        "files": summary.files,
+        "ok": summary.ok,
+        "errors": summary.errors,
+        "audio_seconds": round(summary.audio_s, 2),
+        "audio_hours": round(summary.audio_s / 3600, 4),
+        "wall_seconds": round(summary.wall_s, 2),
+        "x_real_time": round(summary.x_real_time, 2),
+        "model_id": summary.model_id,
+        "engine": summary.engine,
+        "actors": summary.actors,
+        "threads_per_actor": summary.threads_per_actor,
+        "wer_files": summary.wer_files,
+    }
+    if summary.wer is not None:
+        meta["wer"] = round(summary.wer, 4)
+    if summary.preview:
+        meta["preview"] = {"raw_value": _markdown_preview(summary.preview), "type": "md"}
+    if summary.error_samples:
+        meta["error_samples"] = {"raw_value": "\n".join(summary.error_samples), "type": "text"}
+    return meta
+
+
+def prepare(settings: JobSettings) -> JobSettings:
+    """Resolve the model before any work starts: a missing model fails fast and clearly."""
+    model = resolve_model(settings.model, settings.engine, settings.home)
+    settings.model_path = model.path
+    settings.model_id = settings.model_id or model.model_id
+    settings.model_revision = settings.model_revision or model.revision
+    return settings
+
+
+def run_with_pipes(pipes: PipesContext) -> JobSummary:
+    settings = prepare(JobSettings.from_extras(pipes.get_extra("job")))
+    summary = run_job(settings, log_fn=pipes.log.info)
+    pipes.report_asset_materialization(metadata=summary_metadata(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.transcription")
+    parser.add_argument("--settings", help="JSON file of job settings (outside Dagster Pipes)")
+    args = parser.parse_args(argv)
+    if args.settings:
+        with open(args.settings) as f:
+            settings = prepare(JobSettings.from_extras(json.load(f)))
+        summary = run_job(settings)
+        print(json.dumps(summary_metadata(summary), default=str, indent=2))
+        return 0
+    with open_dagster_pipes() as pipes:
+        run_with_pipes(pipes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Whisper engines: transformers (default) and CTranslate2 (faster-whisper).
+
+Both take 16 kHz mono float32 arrays and return :class:`Transcription` objects with segment
+timestamps. Decoding is greedy by default: transformers 5 otherwise decodes with 5 beams.
+Clips up to 30 s are batched into one ``generate`` call; longer clips use Whisper's sequential
+long-form decoding, one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+
+CHUNK_S = 30.0
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    language: str | None = "en"
+    task: str = "transcribe"
+    num_beams: int = 1
+    return_timestamps: bool = True
+    batch_size: int = 8
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcription:
+    text: str
+    language: str | None
+    segments: list[Segment] = field(default_factory=list)
+
+    def segments_as_dicts(self) -> list[dict]:
+        return [asdict(s) for s in self.segments]
+
+
+class WhisperEngine(ABC):
+    """Loads a model once and transcribes batches of audio arrays."""
+
+    name: str
+
+    def __init__(self, model_path: str, options: DecodingOptions, device: str | None = None,
+                 threads: int | None = None, revision: str | None = None):
+        self.model_path = model_path
+        self.options = options
+        self.revision = revision
+        self.device = device or _default_device()
+        self.threads = threads
+
+    @abstractmethod
+    def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
+        """Transcribe each array; raises on failure of the whole call."""
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+class TransformersEngine(WhisperEngine):
+    name = "transformers"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self._torch = torch
+        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        kw = {"revision": self.revision} if self.revision else {}
+        self.processor = WhisperProcessor.from_pretrained(self.model_path, **kw)
+        self.model = WhisperForConditionalGeneration.from_pretrained(
+            self.model_path, dtype=self.dtype, attn_implementation="sdpa", **kw
+        ).to(self.device).eval()
+        self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", False))
+
+    def _generate_kwargs(self) -> dict:
+        o = self.options
+        kw: dict = {"num_beams": o.num_beams, "do_sample": False,
+                    "return_timestamps": o.return_timestamps}
+        if o.max_new_tokens:
+            kw["max_new_tokens"] = o.max_new_tokens
+        if self.multilingual:
+            kw["task"] = o.task
+            if o.language:
+                kw["language"] = o.language
+        return kw
+
+    def _features(self, audios: list[np.ndarray], long_form: bool):
+        kw = ({"truncation": False, "padding": "longest", "return_attention_mask": True}
+              if long_form else {"return_attention_mask": True})
+        feats = self.processor.feature_extractor(
+            audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **kw
+        )
+        if long_form and feats.input_features.shape[-1] < 3000:
+            # A long-form batch still needs the 30 s window Whisper was trained on.
+            feats = self.processor.feature_extractor(
+                audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
+            )
+        return (feats.input_features.to(self.device, self.dtype),
+                feats.attention_mask.to(self.device))
+
+    def _decode(self, tokens) -> Transcription:
+        tok = self.processor.tokenizer
+        language = self.options.language if self.multilingual else "en"
+        if not self.options.return_timestamps:
+            return Transcription(tok.decode(tokens, skip_special_tokens=True).strip(), language)
+        out = tok.decode(tokens, skip_special_tokens=True, output_offsets=True)
+        segments = [Segment(float(o["timestamp"][0]), float(o["timestamp"][1] or 0.0),
+                            o["text"].strip()) for o in out.get("offsets", [])]
+        return Transcription(out["text"].strip(), language, segments)
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
+        results: list[Transcription | None] = [None] * len(audios)
+        short = [i for i, a in enumerate(audios) if len(a) <= CHUNK_S * SAMPLE_RATE]
+        bs = max(1, self.options.batch_size)
+        with self._torch.inference_mode():
+            for start in range(0, len(short), bs):
+                idx = short[start : start + bs]
+                features, mask = self._features([audios[i] for i in idx], long_form=False)
+                tokens = self.model.generate(features, attention_mask=mask,
+                                             **self._generate_kwargs())
+                for i, seq in zip(idx, tokens, strict=True):
+                    results[i] = self._decode(seq)
+            for i in (i for i in range(len(audios)) if results[i] is None):
+                results[i] = self._transcribe_long(audios[i])
+        return [r for r in results if r is not None]
+
+    def _transcribe_long(self, audio: np.ndarray) -> Transcription:
+        features, mask = self._features([audio], long_form=True)
+        kw = self._generate_kwargs() | {"return_timestamps": True, "return_segments": True}
+        out = self.model.generate(features, attention_mask=mask, **kw)
+        tok = self.processor.tokenizer
+        text = tok.decode(out["sequences"][0], skip_special_tokens=True).strip()
+        segments = [
+            Segment(float(s["start"]), float(s["end"]),
+                    tok.decode(s["tokens"], skip_special_tokens=True).strip())
+            for s in out["segments"][0]
+        ]
+        language = self.options.language if self.multilingual else "en"
+        if not self.options.return_timestamps:
+            segments = []
+        return Transcription(text, language, segments)
+
+
+class CTranslate2Engine(WhisperEngine):
+    name = "ctranslate2"
+
+    def __init__(self, *args, compute_type: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from faster_whisper import WhisperModel
+
+        device = "cuda" if self.device.startswith("cuda") else "cpu"
+        self.compute_type = compute_type or ("float16" if device == "cuda" else "int8")
+        self.model = WhisperModel(str(self.model_path), device=device,
+                                  compute_type=self.compute_type,
+                                  cpu_threads=self.threads or os.cpu_count() or 1)
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
+        o = self.options
+        results = []
+        for audio in audios:
+            segments, info = self.model.transcribe(
+                audio, beam_size=o.num_beams, language=o.language if self.model.model.is_multilingual
+                else None, task=o.task, without_timestamps=not o.return_timestamps,
+                condition_on_previous_text=True, vad_filter=False,
+            )
+            segs = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
+            text = " ".join(s.text for s in segs if s.text).strip()
+            results.append(Transcription(text, info.language,
+                                         segs if o.return_timestamps else []))
+        return results
+
+
+ENGINES = {"transformers": TransformersEngine, "ctranslate2": CTranslate2Engine}
+
+
+def load_engine(engine: str, model_path: str, options: DecodingOptions, *,
+                device: str | None = None, threads: int | None = None,
+                revision: str | None = None) -> WhisperEngine:
+    try:
+        cls = ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {sorted(ENGINES)}") from None
+    return cls(model_path, options, device=device, threads=threads, revision=revision)

@@ -1,0 +1,264 @@
+"""The Ray Data plan: pending files → decode on CPU tasks → Whisper actor pool → MERGE.
+
+Decoding and resampling run as stateless CPU tasks so that the Whisper actors, which load the model
+once in ``__init__``, never wait on file I/O. Rows stream back to the driver, which MERGEs them
+into the transcript table as blocks finish: a job killed half-way keeps what it finished.
+Every file ends as exactly one row, ``ok`` or ``error``; one bad file never fails the batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import quality
+from .audio import AudioDecodeError, decode_audio
+from .engine import DecodingOptions, load_engine
+from .sinks import PendingFile, open_sink
+from .sources import open_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSettings:
+    """Everything the payload needs, sent by the asset in the Pipes extras."""
+
+    batch_keys: list[str]
+    model: str
+    engine: str
+    home: str
+    source: dict
+    sink: dict
+    model_id: str | None = None
+    model_path: str | None = None
+    model_revision: str | None = None
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)
+    force: bool = False
+    retry_errors: bool = False
+    run_id: str = "manual"
+    actors: int | None = None
+    threads_per_actor: int | None = None
+    max_file_bytes: int = 512 * 1024 * 1024
+    max_duration_s: float = 4 * 3600.0
+    decode_batch_size: int = 4
+
+    @classmethod
+    def from_extras(cls, extras: dict) -> JobSettings:
+        data = dict(extras)
+        data["decoding"] = DecodingOptions(**(data.get("decoding") or {}))
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown job settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class JobSummary:
+    files: int = 0
+    ok: int = 0
+    errors: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    wer: float | None = None
+    wer_files: int = 0
+    model_id: str = ""
+    engine: str = ""
+    actors: int = 0
+    threads_per_actor: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    preview: list[dict] = field(default_factory=list)
+
+    @property
+    def x_real_time(self) -> float:
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"x_real_time": self.x_real_time}
+
+
+def decode_batch(batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int,
+                 max_duration_s: float) -> dict[str, np.ndarray]:
+    """Read and decode each file; a failure becomes an ``error`` value, never an exception."""
+    source = open_source(source_spec)
+    pcm, durations, errors = [], [], []
+    for path in batch["file_path"]:
+        try:
+            data = source.read_bytes(str(path), max_bytes=max_file_bytes)
+            audio = decode_audio(data, str(path), max_duration_s=max_duration_s)
+            pcm.append(audio.samples.tobytes())
+            durations.append(audio.duration_s)
+            errors.append("")
+        except (AudioDecodeError, OSError, ValueError) as exc:
+            pcm.append(b"")
+            durations.append(0.0)
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return {
+        "file_path": batch["file_path"],
+        "batch_key": batch["batch_key"],
+        "pcm": np.array(pcm, dtype=object),
+        "duration_s": np.array(durations, dtype=np.float64),
+        "decode_error": np.array(errors, dtype=object),
+    }
+
+
+class Transcriber:
+    """Ray Data actor: loads the engine once, transcribes batches of decoded audio into rows."""
+
+    def __init__(self, engine: str, model_path: str, model_id: str, options: DecodingOptions,
+                 run_id: str, threads: int | None = None, revision: str | None = None):
+        self.engine = load_engine(engine, model_path, options, threads=threads, revision=revision)
+        self.model_id = model_id
+        self.run_id = run_id
+
+    def _row(self, path, batch_key, duration, status, error=None, result=None) -> dict:
+        return {
+            "file_path": str(path), "model_id": self.model_id, "engine": self.engine.name,
+            "status": status, "error": error, "text": result.text if result else None,
+            "language": result.language if result else None, "duration_s": float(duration),
+            "segments": result.segments_as_dicts() if result else [], "run_id": self.run_id,
+            "batch_key": str(batch_key), "transcribed_at": dt.datetime.now(dt.UTC).replace(
+                tzinfo=None),
+        }
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        n = len(batch["file_path"])
+        rows: list[dict | None] = [None] * n
+        good = []
+        for i in range(n):
+            if batch["decode_error"][i]:
+                rows[i] = self._row(batch["file_path"][i], batch["batch_key"][i],
+                                    batch["duration_s"][i], "error", batch["decode_error"][i])
+            else:
+                good.append(i)
+        audios = {i: np.frombuffer(batch["pcm"][i], dtype=np.float32) for i in good}
+        try:
+            results = dict(zip(good, self.engine.transcribe([audios[i] for i in good]),
+                               strict=True))
+        except Exception:  # isolate the failing file(s): retry one by one
+            results = {}
+            for i in good:
+                try:
+                    results[i] = self.engine.transcribe([audios[i]])[0]
+                except Exception as exc:
+                    rows[i] = self._row(batch["file_path"][i], batch["batch_key"][i],
+                                        batch["duration_s"][i], "error",
+                                        f"transcription failed: {type(exc).__name__}: {exc}")
+        for i, result in results.items():
+            rows[i] = self._row(batch["file_path"][i], batch["batch_key"][i],
+                                batch["duration_s"][i], "ok", result=result)
+        return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
+
+
+def plan_actors(cpus: float, gpus: float, actors: int | None, threads: int | None
+                ) -> tuple[int, int, int]:
+    """(actors, threads per actor, GPUs per actor) for a cluster's resources."""
+    if gpus >= 1:
+        n = actors or int(gpus)
+        return n, threads or max(1, int(cpus // max(n, 1)) - 1 or 1), 1
+    cpus = max(1, int(cpus))
+    threads = threads or min(cpus, 4)
+    n = actors or max(1, cpus // threads)
+    return n, threads, 0
+
+
+def transcribe_files(settings: JobSettings, files: list[PendingFile],
+                     on_rows: Callable[[list[dict]], None], log_fn: Callable[[str], None] = print
+                     ) -> tuple[int, int]:
+    """Run the Ray Data plan over ``files``, streaming each finished block to ``on_rows``."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
+                 logging_level=logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    resources = ray.cluster_resources()
+    actors, threads, gpus = plan_actors(resources.get("CPU", 1), resources.get("GPU", 0),
+                                        settings.actors, settings.threads_per_actor)
+    actors = max(1, min(actors, math.ceil(len(files) / max(1, settings.decoding.batch_size))))
+    log_fn(f"cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU; "
+           f"{actors} Whisper actor(s) x {threads} thread(s), {gpus} GPU each")
+    # Similar sizes batch together: fewer padded frames per generate call.
+    ordered = sorted(files, key=lambda f: f.size_bytes)
+    items = [{"file_path": f.file_path, "batch_key": f.batch_key} for f in ordered]
+    blocks = max(1, min(len(items), 4 * actors * 4))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ds.map_batches(
+        decode_batch, batch_size=settings.decode_batch_size, batch_format="numpy", num_cpus=0.5,
+        fn_kwargs={"source_spec": settings.source, "max_file_bytes": settings.max_file_bytes,
+                   "max_duration_s": settings.max_duration_s},
+    )
+    ds = ds.map_batches(
+        Transcriber, batch_size=settings.decoding.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=1,
+        fn_constructor_kwargs={
+            "engine": settings.engine, "model_path": settings.model_path,
+            "model_id": settings.model_id, "options": settings.decoding,
+            "run_id": settings.run_id, "threads": threads, "revision": settings.model_revision,
+        },
+    )
+    return actors, threads, _drain(ds, on_rows)
+
+
+def _drain(ds, on_rows) -> int:
+    count = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        rows = batch.to_dict("records")
+        for row in rows:
+            segs = row.get("segments")
+            row["segments"] = [dict(s) for s in segs] if segs is not None else []
+        on_rows(rows)
+        count += len(rows)
+    return count
+
+
+def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> JobSummary:
+    """Transcribe the pending files of ``settings.batch_keys`` and MERGE the rows."""
+    started = time.perf_counter()
+    sink = open_sink(settings.sink)
+    files = sink.pending_files(settings.batch_keys, settings.model_id or settings.model,
+                               force=settings.force, retry_errors=settings.retry_errors)
+    summary = JobSummary(model_id=settings.model_id or settings.model, engine=settings.engine)
+    log_fn(f"{len(files)} file(s) to transcribe in batch(es) {', '.join(settings.batch_keys)}")
+    if not files:
+        summary.wall_s = time.perf_counter() - started
+        return summary
+    references = sink.references([f.file_path for f in files])
+    pairs: list[tuple[str, str]] = []
+
+    def on_rows(rows: list[dict]) -> None:
+        sink.merge_transcripts(rows)
+        for row in rows:
+            summary.files += 1
+            summary.audio_s += row["duration_s"] or 0.0
+            if row["status"] == "ok":
+                summary.ok += 1
+                if row["file_path"] in references:
+                    pairs.append((references[row["file_path"]], row["text"] or ""))
+            else:
+                summary.errors += 1
+                if len(summary.error_samples) < 10:
+                    summary.error_samples.append(f"{row['file_path']}: {row['error']}")
+            if len(summary.preview) < 5:
+                summary.preview.append({k: row[k] for k in ("file_path", "status", "text")})
+        log_fn(f"progress: {summary.files}/{len(files)} files written "
+               f"({summary.ok} ok, {summary.errors} error)")
+
+    summary.actors, summary.threads_per_actor, _ = transcribe_files(settings, files, on_rows,
+                                                                    log_fn)
+    summary.wall_s = time.perf_counter() - started
+    summary.wer = quality.corpus_wer(pairs)
+    summary.wer_files = len(pairs)
+    if summary.files != len(files):
+        raise RuntimeError(f"{len(files)} files were planned but {summary.files} rows came back")
+    return summary

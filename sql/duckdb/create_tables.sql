@@ -1,0 +1,29 @@
+CREATE TABLE IF NOT EXISTS audio_files (
+    file_path     VARCHAR PRIMARY KEY,
+    size_bytes    BIGINT NOT NULL,
+    content_md5   VARCHAR,
+    last_modified TIMESTAMP,
+    batch_key     VARCHAR NOT NULL,
+    discovered_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    source        VARCHAR
+);
+CREATE TABLE IF NOT EXISTS reference_transcripts (
+    utterance_id VARCHAR PRIMARY KEY,
+    file_path    VARCHAR NOT NULL,
+    text         VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transcripts (
+    file_path      VARCHAR NOT NULL,
+    model_id       VARCHAR NOT NULL,
+    engine         VARCHAR NOT NULL,
+    status         VARCHAR NOT NULL CHECK (status IN ('ok', 'error')),
+    error          VARCHAR,
+    text           VARCHAR,
+    language       VARCHAR,
+    duration_s     DOUBLE,
+    segments       JSON,
+    run_id         VARCHAR,
+    batch_key      VARCHAR,
+    transcribed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (file_path, model_id)
+);
