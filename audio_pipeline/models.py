@@ -76,6 +76,16 @@ def detect_layout(path: Path) -> str:
     )
 
 
+def model_id_for(reference: str) -> str:
+    """The key stored in ``transcripts.model_id``; computable without loading anything."""
+    if reference == BUNDLED_TINY_EN:
+        return "whisper-tiny.en"
+    path = Path(reference).expanduser()
+    if path.exists() or reference.startswith(("/", ".", "~")):
+        return path.resolve().name
+    return reference.partition("@")[0]
+
+
 def resolve_model(reference: str, engine: str, home: str | Path | None) -> ResolvedModel:
     """Turn a model reference into something ``engine`` can load, converting when needed.
 
@@ -100,13 +110,14 @@ def resolve_model(reference: str, engine: str, home: str | Path | None) -> Resol
         layout = detect_layout(path)
         if layout == "ctranslate2" and engine == "transformers":
             out = Path(home or tempfile.gettempdir()) / "models" / f"{path.name}-hf-v{CONVERTER_VERSION}"
-            return ResolvedModel(path.name, str(ensure_converted(path, out)), "transformers")
+            return ResolvedModel(model_id_for(reference), str(ensure_converted(path, out)),
+                                 "transformers")
         if layout == "transformers" and engine == "ctranslate2":
             raise ModelError(
                 f"{reference} is a transformers model; the ctranslate2 engine needs CTranslate2 "
                 "weights (ct2-transformers-converter) or engine='transformers'"
             )
-        return ResolvedModel(path.name, str(path.resolve()), layout)
+        return ResolvedModel(model_id_for(reference), str(path.resolve()), layout)
     name, _, revision = reference.partition("@")
     if engine == "ctranslate2":
         raise ModelError("hub ids are served by the transformers engine; give ctranslate2 a path")

@@ -1,0 +1,77 @@
+"""LibriSpeech subsets → the stage, the manifest and the reference transcripts."""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import soundfile as sf
+
+from .. import librispeech
+from ..partitions import librispeech_batch_key, librispeech_subsets, transcript_batches
+from ..resources.stage import AudioStage
+from ..resources.warehouse import TranscriptStore
+
+
+class LibriSpeechSource(dg.ConfigurableResource):
+    """Where LibriSpeech comes from: a base URL or a local mirror directory."""
+
+    mirror: str = librispeech.OPENSLR_BASE_URL
+    work_dir: str
+    md5_override: str | None = None
+    progress: bool = True
+
+
+@dg.asset(
+    partitions_def=librispeech_subsets,
+    group_name="ingest",
+    kinds={"python", "librispeech"},
+)
+def librispeech_audio(
+    context: dg.AssetExecutionContext,
+    librispeech_source: LibriSpeechSource,
+    stage: AudioStage,
+    store: TranscriptStore,
+) -> dg.MaterializeResult:
+    """A LibriSpeech subset's FLACs in the stage, registered as one transcript batch."""
+    subset = context.partition_key
+    tree = librispeech.fetch_subset(
+        subset, librispeech_source.mirror, Path(librispeech_source.work_dir),
+        md5=librispeech_source.md5_override, progress=librispeech_source.progress,
+    )
+    utterances = list(librispeech.iter_utterances(tree))
+    if not utterances:
+        raise dg.Failure(f"{tree} holds no <speaker>/<chapter>/*.flac files")
+    batch_key = librispeech_batch_key(subset)
+    copied = 0
+    rows, total_bytes, audio_s = [], 0, 0.0
+    for i, utt in enumerate(utterances, 1):
+        copied += stage.put_file(utt.audio, utt.relative_path)
+        size = os.path.getsize(utt.audio)
+        total_bytes += size
+        audio_s += sf.info(str(utt.audio)).duration
+        rows.append({
+            "file_path": utt.relative_path, "size_bytes": size,
+            "content_md5": librispeech.md5_of(utt.audio), "last_modified": None,
+            "batch_key": batch_key, "source": f"librispeech:{subset}",
+        })
+        if i % 1000 == 0:
+            context.log.info(f"staged {i}/{len(utterances)} files")
+    store.ensure_tables()
+    store.register_files(rows)
+    references = [{"utterance_id": u, "file_path": p, "text": t}
+                  for u, p, t in librispeech.iter_references(tree)]
+    store.load_references(references)
+    context.instance.add_dynamic_partitions(transcript_batches.name, [batch_key])
+    context.log.info(f"{len(rows)} files in batch {batch_key}: {copied} copied, "
+                     f"{len(rows) - copied} already in the stage")
+    return dg.MaterializeResult(metadata={
+        "files": len(rows),
+        "copied": copied,
+        "skipped_existing": len(rows) - copied,
+        "bytes": total_bytes,
+        "audio_hours": round(audio_s / 3600, 4),
+        "references": len(references),
+        "batch_key": batch_key,
+        "stage": stage.describe(),
+    })

@@ -1,0 +1,90 @@
+"""Transcripts of a batch of stage files, produced by a remote job through Dagster Pipes."""
+
+
+import dagster as dg
+from pydantic import Field
+
+from ..models import model_id_for
+from ..partitions import transcript_batches
+from ..resources.compute import TranscriptionCompute
+from ..resources.stage import AudioStage
+from ..resources.warehouse import TranscriptStore
+from .compute_pool import transcription_compute_pool
+from .ingest import librispeech_audio
+
+
+class TranscriptsConfig(dg.Config):
+    model: str | None = Field(
+        default=None, description="bundled:tiny.en, a local directory or a Hugging Face id "
+        "(id@revision pins it); default: the profile's model")
+    engine: str | None = Field(default=None, description="transformers | ctranslate2")
+    force: bool = Field(default=False, description="re-transcribe files that have an ok row")
+    retry_errors: bool = Field(default=False, description="re-transcribe files with error rows")
+    batch_size: int = Field(default=8, ge=1, le=256)
+    num_beams: int = Field(default=1, ge=1, le=16)
+    language: str | None = "en"
+    return_timestamps: bool = True
+    actors: int | None = Field(default=None, ge=1)
+    threads_per_actor: int | None = Field(default=None, ge=1)
+    max_file_mb: int = Field(default=512, ge=1)
+
+
+@dg.asset(
+    partitions_def=transcript_batches,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[
+        dg.AssetDep(librispeech_audio, partition_mapping=dg.AllPartitionMapping()),
+        transcription_compute_pool,
+    ],
+    group_name="transcription",
+    kinds={"ray", "whisper"},
+)
+def transcripts(
+    context: dg.AssetExecutionContext,
+    config: TranscriptsConfig,
+    stage: AudioStage,
+    store: TranscriptStore,
+    compute: TranscriptionCompute,
+) -> dg.MaterializeResult:
+    """One row per (file, model) for the batch's audio files: text, segments, status."""
+    batch_keys = list(context.partition_keys)
+    model = config.model or compute.default_model
+    engine = config.engine or compute.default_engine
+    model_id = model_id_for(model)
+    store.ensure_tables()
+    pending = store.pending_files(batch_keys, model_id, config.force, config.retry_errors)
+    if not pending:
+        report = store.batch_report(batch_keys, model_id)
+        context.log.info(f"nothing to transcribe: all {report.files} file(s) of "
+                         f"{', '.join(batch_keys)} have a transcript for {model_id}")
+        return dg.MaterializeResult(metadata={
+            "status": "cached", "files": 0, "batch_files": report.files, "ok": report.ok,
+            "errors": report.errors, "model_id": model_id,
+        })
+    context.log.info(f"{len(pending)} file(s) to transcribe with {model_id} ({engine})")
+    pool = compute.ensure_pool(log=context.log)
+    job = {
+        "batch_keys": batch_keys,
+        "model": model,
+        "model_id": model_id,
+        "engine": engine,
+        "home": compute.home,
+        "source": stage.payload_spec(),
+        "sink": store.payload_spec(),
+        "decoding": {
+            "language": config.language, "num_beams": config.num_beams,
+            "batch_size": config.batch_size, "return_timestamps": config.return_timestamps,
+        },
+        "force": config.force,
+        "retry_errors": config.retry_errors,
+        "run_id": context.run_id,
+        "actors": config.actors,
+        "threads_per_actor": config.threads_per_actor,
+        "max_file_bytes": config.max_file_mb * 1024 * 1024,
+    }
+    invocation = compute.run_payload(context, extras={"job": job, "partition_keys": batch_keys})
+    result = invocation.get_materialize_result()
+    metadata = dict(result.metadata or {})
+    metadata["pool"] = str(pool.get("address", ""))
+    metadata.update(invocation.metadata or {})
+    return dg.MaterializeResult(metadata=metadata, check_results=result.check_results)

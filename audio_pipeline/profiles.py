@@ -1,0 +1,81 @@
+"""The one place the environment is read: ``AUDIO_PIPELINE_PROFILE`` → resources.
+
+``local`` (default) needs no account and no network: a stage folder, a DuckDB file and a Ray
+cluster on this machine, all under ``AUDIO_PIPELINE_HOME`` (default ``./.audio_pipeline``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .librispeech import OPENSLR_BASE_URL
+
+PROFILES = ("local", "snowflake")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    home: Path
+    mirror: str
+    ray_address: str | None
+    gcs_port: int
+    dashboard_port: int
+
+    @property
+    def stage_root(self) -> Path:
+        return self.home / "stage"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+
+def active_profile(env: dict | None = None) -> str:
+    env = os.environ if env is None else env
+    profile = env.get("AUDIO_PIPELINE_PROFILE", "local").strip().lower() or "local"
+    if profile not in PROFILES:
+        raise ValueError(f"AUDIO_PIPELINE_PROFILE={profile!r}: choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def local_settings(env: dict | None = None) -> LocalSettings:
+    env = os.environ if env is None else env
+    home = Path(env.get("AUDIO_PIPELINE_HOME") or ".audio_pipeline").expanduser().resolve()
+    return LocalSettings(
+        home=home,
+        mirror=env.get("LIBRISPEECH_MIRROR") or OPENSLR_BASE_URL,
+        ray_address=env.get("RAY_ADDRESS") or None,
+        gcs_port=int(env.get("AUDIO_PIPELINE_RAY_PORT", "6379")),
+        dashboard_port=int(env.get("AUDIO_PIPELINE_RAY_DASHBOARD_PORT", "8265")),
+    )
+
+
+def local_resources(settings: LocalSettings) -> dict:
+    from .assets.ingest import LibriSpeechSource
+    from .resources.compute import LocalRayCompute
+    from .resources.stage import LocalStage
+    from .resources.warehouse import DuckDBStore
+
+    return {
+        "stage": LocalStage(root=str(settings.stage_root)),
+        "store": DuckDBStore(path=str(settings.warehouse_path)),
+        "compute": LocalRayCompute(
+            home=str(settings.home), address=settings.ray_address,
+            gcs_port=settings.gcs_port, dashboard_port=settings.dashboard_port,
+        ),
+        "librispeech_source": LibriSpeechSource(
+            mirror=settings.mirror, work_dir=str(settings.home / "librispeech"),
+        ),
+    }
+
+
+def resources_for(profile: str | None = None, env: dict | None = None) -> dict:
+    profile = profile or active_profile(env)
+    if profile == "local":
+        return local_resources(local_settings(env))
+    raise NotImplementedError(
+        "the snowflake profile is not built yet (issue: Snowflake profile); use "
+        "AUDIO_PIPELINE_PROFILE=local"
+    )

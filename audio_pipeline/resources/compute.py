@@ -1,0 +1,208 @@
+"""Compute for transcription: ensures the pool exists and runs the payload on it through Pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+PAYLOAD_MODULE = "audio_pipeline.transcription"
+
+
+class ComputePoolError(RuntimeError):
+    pass
+
+
+class TranscriptionCompute(dg.ConfigurableResource, ABC):
+    """A pool of machines that runs the transcription payload."""
+
+    home: str = Field(description="local working directory (model cache, pool state)")
+    default_model: str = "bundled:tiny.en"
+    default_engine: str = "transformers"
+
+    @abstractmethod
+    def ensure_pool(self, log=None) -> dict:
+        """Create or resume the pool; returns metadata (address, nodes, CPUs, GPUs...)."""
+
+    @abstractmethod
+    def run_payload(self, context: dg.AssetExecutionContext, extras: dict
+                    ) -> dg.PipesClientCompletedInvocation:
+        """Submit the payload with ``extras`` and wait; raises ``dg.Failure`` with the log tail."""
+
+
+def _http_json(url: str, timeout: float = 2.0) -> dict | None:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(url)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - http(s) only
+            return json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def log_tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class LocalRayCompute(TranscriptionCompute):
+    """A Ray cluster on this machine, started with ``ray start --head`` on loopback when needed.
+
+    ``address`` may name an existing cluster's dashboard (``http://host:8265``; env
+    ``RAY_ADDRESS``), in which case nothing is started.
+    """
+
+    address: str | None = None
+    gcs_port: int = 6379
+    dashboard_port: int = 8265
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory_mb: int = 2048
+    python: str | None = None
+    start_timeout_s: float = 90.0
+    poll_interval_s: float = 1.0
+
+    @property
+    def dashboard_url(self) -> str:
+        if self.address:
+            return self.address if "://" in self.address else f"http://{self.address}"
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.home).expanduser() / "ray"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"head-{self.dashboard_port}.pid"
+
+    def is_up(self) -> bool:
+        return _http_json(f"{self.dashboard_url}/api/version") is not None
+
+    def ensure_pool(self, log=None) -> dict:
+        started = False
+        if not self.is_up():
+            if self.address:
+                raise ComputePoolError(f"no Ray cluster answers at {self.dashboard_url}")
+            self._start_head(log)
+            started = True
+        info = self.cluster_info()
+        info["started_now"] = started
+        return info
+
+    def _start_head(self, log=None) -> None:
+        ray_bin = Path(sys.executable).with_name("ray")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(ray_bin) if ray_bin.exists() else "ray", "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            "--include-dashboard=true", "--disable-usage-stats",
+            f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}",
+        ]
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.num_gpus is not None:
+            cmd.append(f"--num-gpus={self.num_gpus}")
+        env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        log_path = self.state_dir / f"head-{self.dashboard_port}.log"
+        if log:
+            log.info(f"starting a Ray head on 127.0.0.1:{self.gcs_port} "
+                     f"(dashboard {self.dashboard_url}); log {log_path}")
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ComputePoolError(
+                    f"ray start exited with {proc.returncode}:\n{log_tail(log_path.read_text())}"
+                )
+            if self.is_up() and self._nodes():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise ComputePoolError(f"Ray head did not answer within {self.start_timeout_s:.0f} s:\n"
+                               f"{log_tail(log_path.read_text())}")
+
+    def _nodes(self) -> list[dict]:
+        data = _http_json(f"{self.dashboard_url}/api/v0/nodes?limit=1000", timeout=10)
+        if not data or not data.get("result"):
+            return []
+        return [n for n in data["data"]["result"]["result"] if n.get("state") == "ALIVE"]
+
+    def cluster_info(self) -> dict:
+        nodes = self._nodes()
+        return {
+            "address": self.dashboard_url,
+            "nodes": len(nodes),
+            "cpus": sum(n["resources_total"].get("CPU", 0) for n in nodes),
+            "gpus": sum(n["resources_total"].get("GPU", 0) for n in nodes),
+        }
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the head this project started (by its recorded PID); True when one was stopped."""
+        if not self.pid_file.exists():
+            return False
+        pid = int(self.pid_file.read_text().strip() or 0)
+        self.pid_file.unlink(missing_ok=True)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+
+    def _client(self):
+        from dagster_ray.core.pipes import PipesRayJobClient
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        return PipesRayJobClient(address=self.dashboard_url, poll_interval=self.poll_interval_s)
+
+    def run_payload(self, context, extras):
+        from ray.job_submission import JobSubmissionClient
+
+        python = self.python or (sys.executable if not self.address else "python")
+        submission_id = f"transcripts-{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        params = {
+            "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
+            "submission_id": submission_id,
+            "runtime_env": {"env_vars": {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                                         "RAY_AUTH_MODE": "disabled"}},
+        }
+        context.log.info(f"submitting Ray job {submission_id} to {self.dashboard_url}")
+        try:
+            return self._client().run(context=context, submit_job_params=params, extras=extras)
+        except RuntimeError as exc:
+            try:
+                logs = JobSubmissionClient(self.dashboard_url).get_job_logs(submission_id)
+            except Exception as log_exc:  # the cluster itself may be gone
+                logs = f"(job logs unavailable: {log_exc})"
+            tail = log_tail(logs)
+            raise dg.Failure(
+                description=f"Ray job {submission_id} failed: {exc}\n--- log tail ---\n{tail}",
+                metadata={"ray_job_id": submission_id, "log_tail": dg.MetadataValue.text(tail),
+                          "dashboard": dg.MetadataValue.url(self.dashboard_url)},
+            ) from exc

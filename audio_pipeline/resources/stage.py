@@ -1,0 +1,98 @@
+"""The audio stage: where audio files land before transcription."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from ..librispeech import md5_of
+from ..transcription.audio import SUPPORTED_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class StageFile:
+    path: str  # stage-relative, "/"-separated
+    size_bytes: int
+    last_modified: datetime
+    md5: str | None = None
+
+
+class AudioStage(dg.ConfigurableResource, ABC):
+    """A place holding audio files, addressed by stage-relative paths."""
+
+    @abstractmethod
+    def list_files(self, prefix: str = "") -> Iterator[StageFile]:
+        """Audio files under ``prefix`` (supported extensions only)."""
+
+    @abstractmethod
+    def put_file(self, local: Path, path: str) -> bool:
+        """Copy ``local`` to ``path`` unless the same content is there; True when copied."""
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    def payload_spec(self) -> dict:
+        """How the payload reaches this stage (``transcription.sources.open_source``)."""
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+
+class LocalStage(AudioStage):
+    """A folder on this machine."""
+
+    root: str
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def _resolve(self, path: str) -> Path:
+        full = (self.root_path / path).resolve()
+        if not full.is_relative_to(self.root_path) or full == self.root_path:
+            raise ValueError(f"stage path {path!r} escapes the stage {self.root_path}")
+        return full
+
+    def list_files(self, prefix: str = "") -> Iterator[StageFile]:
+        base = self._resolve(prefix) if prefix else self.root_path
+        if not base.exists():
+            return
+        for dirpath, _, names in os.walk(base):
+            for name in names:
+                if not name.lower().endswith(SUPPORTED_EXTENSIONS) or name.startswith(".tmp-"):
+                    continue
+                full = Path(dirpath) / name
+                st = full.stat()
+                yield StageFile(
+                    path=full.relative_to(self.root_path).as_posix(), size_bytes=st.st_size,
+                    last_modified=datetime.fromtimestamp(st.st_mtime, UTC).replace(tzinfo=None),
+                )
+
+    def put_file(self, local: Path, path: str) -> bool:
+        dest = self._resolve(path)
+        if dest.exists() and dest.stat().st_size == local.stat().st_size and (
+            md5_of(dest) == md5_of(local)
+        ):
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, dest)  # readers never see a half-copied file
+        return True
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._resolve(path).read_bytes()
+
+    def payload_spec(self) -> dict:
+        return {"kind": "local", "root": str(self.root_path)}
+
+    def describe(self) -> str:
+        return str(self.root_path)
