@@ -106,7 +106,7 @@ def download(url: str, dest: Path, expected_md5: str | None, *, timeout_s: float
                     total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
                     desc=dest.name,
                 ) as bar:
-                    for block in r.iter_content(chunk_size=1 << 20):
+                    for block in r.iter_content(chunk_size=1 << 16):
                         f.write(block)
                         bar.update(len(block))
             break

@@ -1,0 +1,152 @@
+"""Shared fixtures: real components, really started (a Ray head, DuckDB files, HTTP servers)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import shutil
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from audio_pipeline.assets.ingest import LibriSpeechSource
+from audio_pipeline.librispeech import BUNDLED_ROOT
+from audio_pipeline.profiles import LocalSettings, local_resources
+
+SAMPLE_TREE = BUNDLED_ROOT / "sample"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_resources(home: Path, ray_compute=None, mirror: str = "unused://", md5=None) -> dict:
+    settings = LocalSettings(home=home, mirror=mirror, ray_address=None, gcs_port=0,
+                             dashboard_port=0)
+    res = local_resources(settings)
+    if ray_compute is not None:
+        res["compute"] = ray_compute
+    res["librispeech_source"] = LibriSpeechSource(
+        mirror=mirror, work_dir=str(home / "librispeech"), md5_override=md5, progress=False)
+    return res
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def ray_compute(tmp_path_factory):
+    """A real Ray head (``ray start --head`` on loopback), on ports of its own, for the session."""
+    from audio_pipeline.resources.compute import LocalRayCompute
+
+    compute = LocalRayCompute(
+        home=str(tmp_path_factory.mktemp("rayhome")), gcs_port=free_port(),
+        dashboard_port=free_port(), object_store_memory_mb=1024,
+    )
+    info = compute.ensure_pool()
+    assert info["nodes"] == 1 and info["cpus"] >= 1
+    yield compute
+    assert compute.stop()
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def make_subset_tarball(dest: Path, subset: str, n_chapters: int | None = None,
+                        extra_members: dict[str, bytes] | None = None) -> str:
+    """Pack the bundled sample corpus as ``LibriSpeech/<subset>/...`` in a tar.gz; returns md5."""
+    chapters = sorted(p for p in SAMPLE_TREE.glob("*/*") if p.is_dir())[:n_chapters]
+    with tarfile.open(dest, "w:gz") as tar:
+        for chapter in chapters:
+            rel = chapter.relative_to(SAMPLE_TREE)
+            tar.add(chapter, arcname=f"LibriSpeech/{subset}/{rel}")
+        for name, data in (extra_members or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.md5(dest.read_bytes()).hexdigest()
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with HTTP Range support (resumable downloads); counts requests."""
+
+    requests_seen: list = []
+    drop_after: int | None = None  # close the connection after this many body bytes, once
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        type(self).requests_seen.append((self.path, self.headers.get("Range")))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if rng := self.headers.get("Range"):
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        limit = type(self).drop_after
+        if limit is not None:
+            type(self).drop_after = None
+            self.wfile.write(body[:limit])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def http_mirror(tmp_path):
+    """An HTTP server on 127.0.0.1 serving ``tmp_path/www``; yields (base_url, folder, handler)."""
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Handler(RangeHandler):
+        requests_seen = []
+        drop_after = None
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(www), **kw)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", www, Handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A writable copy of the sample subset tree."""
+    dest = tmp_path / "mirror" / "LibriSpeech" / "sample"
+    shutil.copytree(SAMPLE_TREE, dest)
+    return dest
