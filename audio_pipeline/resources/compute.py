@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +53,26 @@ def _http_json(url: str, timeout: float = 2.0) -> dict | None:
         return None
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_port_range(size: int) -> int:
+    """The first port of ``size`` consecutive ports that are free right now."""
+    for _ in range(50):
+        low = random.randrange(20_000, 40_000)
+        try:
+            for port in (low, low + size // 2, low + size - 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return low
+        except OSError:
+            continue
+    raise ComputePoolError("no free range of worker ports found")
+
+
 def log_tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
@@ -69,6 +91,9 @@ class LocalRayCompute(TranscriptionCompute):
     num_gpus: int | None = None
     object_store_memory_mb: int = 2048
     python: str | None = None
+    isolated_ports: bool = Field(
+        default=False, description="pick free ports for every Ray service, so that this head "
+        "can run beside another cluster on the same machine (tests)")
     start_timeout_s: float = 90.0
     poll_interval_s: float = 1.0
 
@@ -110,6 +135,13 @@ class LocalRayCompute(TranscriptionCompute):
             "--include-dashboard=true", "--disable-usage-stats",
             f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}",
         ]
+        if self.isolated_ports:
+            for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                         "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
+                         "object-manager-port", "ray-client-server-port"):
+                cmd.append(f"--{flag}={_free_port()}")
+            low = _free_port_range(200)
+            cmd += [f"--min-worker-port={low}", f"--max-worker-port={low + 199}"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
         if self.num_gpus is not None:
@@ -176,10 +208,10 @@ class LocalRayCompute(TranscriptionCompute):
         return True
 
     def _client(self):
-        from dagster_ray.core.pipes import PipesRayJobClient
-
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        return PipesRayJobClient(address=self.dashboard_url, poll_interval=self.poll_interval_s)
+        return _PatientRayJobClient(address=self.dashboard_url,
+                                    poll_interval=self.poll_interval_s,
+                                    submit_timeout_s=self.start_timeout_s)
 
     def run_payload(self, context, extras):
         from ray.job_submission import JobSubmissionClient
@@ -206,3 +238,31 @@ class LocalRayCompute(TranscriptionCompute):
                 metadata={"ray_job_id": submission_id, "log_tail": dg.MetadataValue.text(tail),
                           "dashboard": dg.MetadataValue.url(self.dashboard_url)},
             ) from exc
+
+
+def _patient_client_class():
+    from dagster_ray.core.pipes import PipesRayJobClient
+
+    class PatientRayJobClient(PipesRayJobClient):
+        """Retries submission while a freshly started head has no job agent yet."""
+
+        def __init__(self, *args, submit_timeout_s: float = 90.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._submit_timeout_s = submit_timeout_s
+
+        def _start(self, context, session, submit_job_params):
+            deadline = time.monotonic() + self._submit_timeout_s
+            while True:
+                try:
+                    return super()._start(context, session, dict(submit_job_params))
+                except RuntimeError as exc:
+                    if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    context.log.info("Ray job agent not ready yet; retrying submission")
+                    time.sleep(2)
+
+    return PatientRayJobClient
+
+
+def _PatientRayJobClient(**kwargs):  # noqa: N802 - a factory standing in for the class
+    return _patient_client_class()(**kwargs)
