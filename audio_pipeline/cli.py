@@ -25,8 +25,13 @@ def _instance():
     return dg.DagsterInstance.ephemeral()
 
 
-def _materialize(selection: str, partition_key: str | None, resources: dict, instance,
-                 run_config: dict | None = None):
+def _materialize(
+    selection: str,
+    partition_key: str | None,
+    resources: dict,
+    instance,
+    run_config: dict | None = None,
+):
     import dagster as dg
 
     from .definitions import ASSETS
@@ -34,8 +39,13 @@ def _materialize(selection: str, partition_key: str | None, resources: dict, ins
     run_config = dict(run_config or {})
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     result = dg.materialize(
-        ASSETS, selection=[selection], partition_key=partition_key, resources=resources,
-        instance=instance, run_config=run_config, raise_on_error=False,
+        ASSETS,
+        selection=[selection],
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=False,
     )
     if not result.success:
         for event in result.all_events:
@@ -63,12 +73,16 @@ def demo(subset: str, model: str | None, engine: str | None) -> int:
     started = time.perf_counter()
     print(f"[1/3] librispeech_audio[{subset}] → stage {resources['stage'].describe()}")
     ingest = _materialize("librispeech_audio", subset, resources, instance)
-    print(f"      {_value(ingest, 'files')} files, {_value(ingest, 'copied')} copied, "
-          f"{_value(ingest, 'audio_hours') * 60:.1f} audio minutes")
+    print(
+        f"      {_value(ingest, 'files')} files, {_value(ingest, 'copied')} copied, "
+        f"{_value(ingest, 'audio_hours') * 60:.1f} audio minutes"
+    )
     print("[2/3] transcription_compute_pool")
     pool = _materialize("transcription_compute_pool", None, resources, instance)
-    print(f"      {_value(pool, 'address')}: {_value(pool, 'nodes')} node(s), "
-          f"{_value(pool, 'cpus')} CPU, {_value(pool, 'gpus')} GPU")
+    print(
+        f"      {_value(pool, 'address')}: {_value(pool, 'nodes')} node(s), "
+        f"{_value(pool, 'cpus')} CPU, {_value(pool, 'gpus')} GPU"
+    )
     batch = librispeech_batch_key(subset)
     print(f"[3/3] transcripts[{batch}]")
     ops = {k: v for k, v in {"model": model, "engine": engine}.items() if v}
@@ -79,11 +93,12 @@ def demo(subset: str, model: str | None, engine: str | None) -> int:
     model_id = model_id_for(model or compute.default_model)
     report = resources["store"].batch_report([batch], model_id)
     if _value(meta, "status") == "cached":
-        print("      nothing to transcribe: every file already has a transcript "
-              f"for {model_id}")
+        print(f"      nothing to transcribe: every file already has a transcript for {model_id}")
     else:
-        print(f"      job transcribed {_value(meta, 'files')} files in "
-              f"{_value(meta, 'wall_seconds')} s ({_value(meta, 'x_real_time')}x real time)")
+        print(
+            f"      job transcribed {_value(meta, 'files')} files in "
+            f"{_value(meta, 'wall_seconds')} s ({_value(meta, 'x_real_time')}x real time)"
+        )
     print()
     print(f"Summary for batch {batch}, model {model_id}")
     print(f"  files in batch     {report.files}")

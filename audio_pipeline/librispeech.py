@@ -34,16 +34,19 @@ class Subset:
 
 
 # md5s from openslr's md5sum.txt; sizes from the resource listing (progress totals only).
-CATALOGUE: dict[str, Subset] = {s.name: s for s in (
-    Subset("dev-clean", "42e2234ba48799c1f50f24a7926300a1", 337_926_286, 2703),
-    Subset("dev-other", "c8d0bcc9cca99d4f8b62fcc847357931", 314_305_928, 2864),
-    Subset("test-clean", "32fa31d27d2e1cad72775fee3f4849a9", 346_663_984, 2620),
-    Subset("test-other", "fb5a50374b501bb3bac4815ee91d3135", 328_757_843, 2939),
-    Subset("train-clean-100", "2a93770f6d5c6c964bc36631d331a522", 6_387_309_499, 28539),
-    Subset("train-clean-360", "c0e676e450a7ff2f54aeade5171606fa", 23_049_477_885, 104014),
-    Subset("train-other-500", "d1a0fd59409feb2c614ce4d30c387708", 30_593_501_606, 148688),
-    Subset(SAMPLE_SUBSET, None, None, 22),
-)}
+CATALOGUE: dict[str, Subset] = {
+    s.name: s
+    for s in (
+        Subset("dev-clean", "42e2234ba48799c1f50f24a7926300a1", 337_926_286, 2703),
+        Subset("dev-other", "c8d0bcc9cca99d4f8b62fcc847357931", 314_305_928, 2864),
+        Subset("test-clean", "32fa31d27d2e1cad72775fee3f4849a9", 346_663_984, 2620),
+        Subset("test-other", "fb5a50374b501bb3bac4815ee91d3135", 328_757_843, 2939),
+        Subset("train-clean-100", "2a93770f6d5c6c964bc36631d331a522", 6_387_309_499, 28539),
+        Subset("train-clean-360", "c0e676e450a7ff2f54aeade5171606fa", 23_049_477_885, 104014),
+        Subset("train-other-500", "d1a0fd59409feb2c614ce4d30c387708", 30_593_501_606, 148688),
+        Subset(SAMPLE_SUBSET, None, None, 22),
+    )
+}
 
 
 class LibriSpeechError(RuntimeError):
@@ -76,8 +79,15 @@ def md5_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, expected_md5: str | None, *, timeout_s: float = 60.0,
-             attempts: int = 5, progress: bool = True) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    expected_md5: str | None,
+    *,
+    timeout_s: float = 60.0,
+    attempts: int = 5,
+    progress: bool = True,
+) -> Path:
     """Download ``url`` to ``dest``, resuming a partial ``.part`` file, then verify its md5.
 
     A mismatching download is deleted, so that the next attempt starts clean.
@@ -102,16 +112,26 @@ def download(url: str, dest: Path, expected_md5: str | None, *, timeout_s: float
                     have = 0
                 total = int(r.headers.get("Content-Length", 0)) + have or None
                 mode = "ab" if have else "wb"
-                with open(part, mode) as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
-                    desc=dest.name,
-                ) as bar:
+                with (
+                    open(part, mode) as f,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        disable=not progress,
+                        desc=dest.name,
+                    ) as bar,
+                ):
                     for block in r.iter_content(chunk_size=1 << 16):
                         f.write(block)
                         bar.update(len(block))
             break
-        except (requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             last_error = exc
             continue
         except requests.HTTPError as exc:
@@ -134,7 +154,9 @@ def verify_tarball(path: Path, expected_md5: str | None) -> None:
     if expected_md5 is not None:
         actual = md5_of(path)
         if actual != expected_md5:
-            raise LibriSpeechError(f"md5 mismatch for {path}: expected {expected_md5}, got {actual}")
+            raise LibriSpeechError(
+                f"md5 mismatch for {path}: expected {expected_md5}, got {actual}"
+            )
 
 
 def extract(tarball: Path, dest: Path) -> Path:
@@ -169,8 +191,9 @@ def find_subset_tree(root: Path, subset: str) -> Path | None:
     return None
 
 
-def fetch_subset(subset: str, mirror: str, work_dir: Path, *, md5: str | None = None,
-                 progress: bool = True) -> Path:
+def fetch_subset(
+    subset: str, mirror: str, work_dir: Path, *, md5: str | None = None, progress: bool = True
+) -> Path:
     """Return the directory of the extracted subset (``.../LibriSpeech/<subset>``).
 
     Args:
@@ -188,12 +211,18 @@ def fetch_subset(subset: str, mirror: str, work_dir: Path, *, md5: str | None = 
     expected = md5 or info.md5
     parsed = urlparse(mirror)
     if parsed.scheme in ("http", "https"):
-        tarball = download(info.url(mirror), work_dir / "downloads" / f"{subset}.tar.gz",
-                           expected, progress=progress)
+        tarball = download(
+            info.url(mirror),
+            work_dir / "downloads" / f"{subset}.tar.gz",
+            expected,
+            progress=progress,
+        )
     else:
         local = Path(parsed.path if parsed.scheme == "file" else mirror).expanduser()
         if not local.is_dir():
-            raise LibriSpeechError(f"LIBRISPEECH_MIRROR {mirror!r} is neither a URL nor a directory")
+            raise LibriSpeechError(
+                f"LIBRISPEECH_MIRROR {mirror!r} is neither a URL nor a directory"
+            )
         tree = find_subset_tree(local, subset)
         if tree is not None:
             return tree
@@ -230,17 +259,18 @@ def iter_utterances(tree: Path) -> Iterator[Utterance]:
     for flac in sorted(tree.glob("*/*/*.flac")):
         chapter_dir = flac.parent
         yield Utterance(
-            utterance_id=flac.stem, speaker=chapter_dir.parent.name, chapter=chapter_dir.name,
+            utterance_id=flac.stem,
+            speaker=chapter_dir.parent.name,
+            chapter=chapter_dir.name,
             audio=flac,
             relative_path=f"{subset}/{chapter_dir.parent.name}/{chapter_dir.name}/{flac.name}",
         )
 
 
 def iter_references(tree: Path) -> Iterator[tuple[str, str, str]]:
-    """Yield ``(utterance_id, stage-relative FLAC path, text)`` from the subset's trans.txt files."""
+    """Yield ``(utterance_id, stage-relative FLAC path, text)`` from the trans.txt files."""
     subset = tree.name
     for trans in sorted(tree.glob("*/*/*.trans.txt")):
         speaker, chapter = trans.parent.parent.name, trans.parent.name
         for utt, text in parse_transcripts(trans).items():
             yield utt, f"{subset}/{speaker}/{chapter}/{utt}.flac", text
-

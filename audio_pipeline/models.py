@@ -109,9 +109,14 @@ def resolve_model(reference: str, engine: str, home: str | Path | None) -> Resol
             raise ModelError(f"model path {reference} does not exist or is not a directory")
         layout = detect_layout(path)
         if layout == "ctranslate2" and engine == "transformers":
-            out = Path(home or tempfile.gettempdir()) / "models" / f"{path.name}-hf-v{CONVERTER_VERSION}"
-            return ResolvedModel(model_id_for(reference), str(ensure_converted(path, out)),
-                                 "transformers")
+            out = (
+                Path(home or tempfile.gettempdir())
+                / "models"
+                / f"{path.name}-hf-v{CONVERTER_VERSION}"
+            )
+            return ResolvedModel(
+                model_id_for(reference), str(ensure_converted(path, out)), "transformers"
+            )
         if layout == "transformers" and engine == "ctranslate2":
             raise ModelError(
                 f"{reference} is a transformers model; the ctranslate2 engine needs CTranslate2 "
@@ -155,8 +160,9 @@ def read_ct2_model(model_bin: Path) -> tuple[dict[str, np.ndarray], dict[str, st
         shape = [unpack("I") for _ in range(unpack("B"))]
         dtype = _CT2_DTYPES[unpack("B")]
         nbytes = unpack("I")
-        raw = np.frombuffer(data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize,
-                            offset=offset)
+        raw = np.frombuffer(
+            data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=offset
+        )
         offset += nbytes
         variables[name] = raw.reshape(shape) if shape else raw
     aliases = {string(): string() for _ in range(unpack("I"))}
@@ -170,7 +176,8 @@ def _layer_count(variables: dict[str, np.ndarray], prefix: str) -> int:
     indices = {
         int(name.split("/")[1].removeprefix("layer_"))
         for name in variables
-        if name.startswith(prefix + "/layer_") and name.split("/")[1].removeprefix("layer_").isdigit()
+        if name.startswith(prefix + "/layer_")
+        and name.split("/")[1].removeprefix("layer_").isdigit()
     }
     return len(indices)
 
@@ -206,8 +213,9 @@ def _state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for i in range(_layer_count(variables, side)):
             src, dst = f"{side}/layer_{i}", f"{m}.layers.{i}"
             norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-            split_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0",
-                      ("q_proj", "k_proj", "v_proj"))
+            split_qkv(
+                f"{dst}.self_attn", f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj")
+            )
             linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
             norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
             linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
@@ -229,8 +237,9 @@ def _build_tokenizer(ct2_dir: Path):
 
     spec = json.loads((ct2_dir / "tokenizer.json").read_text())
     vocab_lines = (ct2_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
-              for m in spec["model"]["merges"]]
+    merges = [
+        tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]
+    ]
     specials = sorted(spec["added_tokens"], key=lambda t: t["id"])
     tokenizer = WhisperTokenizer(
         vocab=spec["model"]["vocab"],
@@ -294,10 +303,14 @@ def convert_ct2_whisper(ct2_dir: Path, out_dir: Path) -> Path:
         tie_word_embeddings=True,
     )
     if multilingual:
-        raise ModelError("only English-only CTranslate2 Whisper models are converted; "
-                         "use a transformers checkpoint for multilingual models")
+        raise ModelError(
+            "only English-only CTranslate2 Whisper models are converted; "
+            "use a transformers checkpoint for multilingual models"
+        )
     model = WhisperForConditionalGeneration(config)
-    state = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in _state_dict(variables).items()}
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in _state_dict(variables).items()
+    }
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k != "proj_out.weight"]
     if missing or unexpected:
@@ -331,9 +344,9 @@ def convert_ct2_whisper(ct2_dir: Path, out_dir: Path) -> Path:
         staging = Path(tmp) / "model"
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        (staging / "conversion.json").write_text(json.dumps(
-            {"source": str(ct2_dir), "converter_version": CONVERTER_VERSION}
-        ))
+        (staging / "conversion.json").write_text(
+            json.dumps({"source": str(ct2_dir), "converter_version": CONVERTER_VERSION})
+        )
         try:
             staging.rename(out_dir)
         except OSError:

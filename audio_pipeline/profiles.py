@@ -62,11 +62,14 @@ def local_resources(settings: LocalSettings) -> dict:
         "stage": LocalStage(root=str(settings.stage_root)),
         "store": DuckDBStore(path=str(settings.warehouse_path)),
         "compute": LocalRayCompute(
-            home=str(settings.home), address=settings.ray_address,
-            gcs_port=settings.gcs_port, dashboard_port=settings.dashboard_port,
+            home=str(settings.home),
+            address=settings.ray_address,
+            gcs_port=settings.gcs_port,
+            dashboard_port=settings.dashboard_port,
         ),
         "librispeech_source": LibriSpeechSource(
-            mirror=settings.mirror, work_dir=str(settings.home / "librispeech"),
+            mirror=settings.mirror,
+            work_dir=str(settings.home / "librispeech"),
         ),
     }
 

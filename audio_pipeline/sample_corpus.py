@@ -54,16 +54,20 @@ UTTERANCES: dict[tuple[str, str], list[str]] = {
     ],
 }
 
-LONG_UTTERANCE = (("1001", "128105"), (
-    "In the early days of the railway, the journey from the coast to the capital took almost two "
-    "full days, and travellers carried baskets of bread, cheese and fruit to last them through the "
-    "long hours in the carriage. The engines were loud and slow, and the smoke from the chimney "
-    "drifted back through the open windows, so that everyone arrived with grey dust on their "
-    "clothes. Still, people loved the railway, because for the first time a farmer could sell his "
-    "vegetables in a distant market, and a young teacher could visit her family at the end of "
-    "every season. Towns grew up around the stations, with hotels, shops and small restaurants, "
-    "and the timetable on the wall became the most important notice in the whole village."
-))
+LONG_UTTERANCE = (
+    ("1001", "128105"),
+    (
+        "In the early days of the railway, the journey from the coast to the capital took "
+        "almost two full days, and travellers carried baskets of bread, cheese and fruit to "
+        "last them through the long hours in the carriage. The engines were loud and slow, and "
+        "the smoke from the chimney drifted back through the open windows, so that everyone "
+        "arrived with grey dust on their clothes. Still, people loved the railway, because for "
+        "the first time a farmer could sell his vegetables in a distant market, and a young "
+        "teacher could visit her family at the end of every season. Towns grew up around the "
+        "stations, with hotels, shops and small restaurants, and the timetable on the wall "
+        "became the most important notice in the whole village."
+    ),
+)
 
 
 def reference_text(sentence: str) -> str:

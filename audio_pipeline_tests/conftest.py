@@ -32,13 +32,15 @@ def free_port() -> int:
 
 
 def make_resources(home: Path, ray_compute=None, mirror: str = "unused://", md5=None) -> dict:
-    settings = LocalSettings(home=home, mirror=mirror, ray_address=None, gcs_port=0,
-                             dashboard_port=0)
+    settings = LocalSettings(
+        home=home, mirror=mirror, ray_address=None, gcs_port=0, dashboard_port=0
+    )
     res = local_resources(settings)
     if ray_compute is not None:
         res["compute"] = ray_compute
     res["librispeech_source"] = LibriSpeechSource(
-        mirror=mirror, work_dir=str(home / "librispeech"), md5_override=md5, progress=False)
+        mirror=mirror, work_dir=str(home / "librispeech"), md5_override=md5, progress=False
+    )
     return res
 
 
@@ -53,8 +55,11 @@ def ray_compute(tmp_path_factory):
     from audio_pipeline.resources.compute import LocalRayCompute
 
     compute = LocalRayCompute(
-        home=str(tmp_path_factory.mktemp("rayhome")), gcs_port=free_port(),
-        dashboard_port=free_port(), object_store_memory_mb=1024, isolated_ports=True,
+        home=str(tmp_path_factory.mktemp("rayhome")),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        object_store_memory_mb=1024,
+        isolated_ports=True,
     )
     info = compute.ensure_pool()
     assert info["nodes"] == 1 and info["cpus"] >= 1
@@ -68,8 +73,12 @@ def instance():
         yield inst
 
 
-def make_subset_tarball(dest: Path, subset: str, n_chapters: int | None = None,
-                        extra_members: dict[str, bytes] | None = None) -> str:
+def make_subset_tarball(
+    dest: Path,
+    subset: str,
+    n_chapters: int | None = None,
+    extra_members: dict[str, bytes] | None = None,
+) -> str:
     """Pack the bundled sample corpus as ``LibriSpeech/<subset>/...`` in a tar.gz; returns md5."""
     chapters = sorted(p for p in SAMPLE_TREE.glob("*/*") if p.is_dir())[:n_chapters]
     with tarfile.open(dest, "w:gz") as tar:

@@ -12,13 +12,21 @@ pytestmark = pytest.mark.slow
 
 def materialize(selection, resources, instance, partition_key=None, config=None):
     run_config = {"ops": {selection: {"config": config}}} if config else None
-    return dg.materialize(ASSETS, selection=[selection], partition_key=partition_key,
-                          resources=resources, instance=instance, run_config=run_config,
-                          raise_on_error=False)
+    return dg.materialize(
+        ASSETS,
+        selection=[selection],
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=False,
+    )
 
 
 def metadata(result, node):
-    return {k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()}
+    return {
+        k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()
+    }
 
 
 def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_compute):
@@ -26,8 +34,16 @@ def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_comput
     assert materialize("librispeech_audio", res, instance, "sample").success
     # A corrupt FLAC dropped into the same batch.
     (home / "stage" / "sample" / "corrupt.flac").write_bytes(b"fLaC" + bytes(range(256)) * 8)
-    res["store"].register_files([{"file_path": "sample/corrupt.flac", "size_bytes": 2052,
-                                  "batch_key": "librispeech-sample", "source": "test"}])
+    res["store"].register_files(
+        [
+            {
+                "file_path": "sample/corrupt.flac",
+                "size_bytes": 2052,
+                "batch_key": "librispeech-sample",
+                "source": "test",
+            }
+        ]
+    )
 
     pool = materialize("transcription_compute_pool", res, instance)
     assert pool.success
@@ -48,27 +64,38 @@ def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_comput
     assert "sample/corrupt.flac" in error[0] and "cannot decode" in error[0]
     (long,) = res["store"].query(
         "SELECT duration_s, json_array_length(segments) FROM transcripts "
-        "WHERE file_path LIKE '%128105-0000.flac'")
+        "WHERE file_path LIKE '%128105-0000.flac'"
+    )
     assert long[0] > 40 and long[1] >= 3
 
     second = materialize("transcripts", res, instance, "librispeech-sample")
     assert second.success
     assert metadata(second, "transcripts")["status"] == "cached"
-    assert res["store"].query("SELECT count(*), count(DISTINCT (file_path, model_id)) "
-                              "FROM transcripts") == [(23, 23)]
+    assert res["store"].query(
+        "SELECT count(*), count(DISTINCT (file_path, model_id)) FROM transcripts"
+    ) == [(23, 23)]
 
-    retry = materialize("transcripts", res, instance, "librispeech-sample",
-                        config={"retry_errors": True})
+    retry = materialize(
+        "transcripts", res, instance, "librispeech-sample", config={"retry_errors": True}
+    )
     assert retry.success
-    assert (metadata(retry, "transcripts")["files"], metadata(retry, "transcripts")["errors"]) == (1, 1)
+    assert (metadata(retry, "transcripts")["files"], metadata(retry, "transcripts")["errors"]) == (
+        1,
+        1,
+    )
     assert res["store"].query("SELECT count(*) FROM transcripts") == [(23,)]
 
 
 def test_failing_job_fails_the_materialization_with_its_log_tail(home, instance, ray_compute):
     res = make_resources(home, ray_compute=ray_compute)
     assert materialize("librispeech_audio", res, instance, "sample").success
-    result = materialize("transcripts", res, instance, "librispeech-sample",
-                         config={"model": str(home / "no-such-model")})
+    result = materialize(
+        "transcripts",
+        res,
+        instance,
+        "librispeech-sample",
+        config={"model": str(home / "no-such-model")},
+    )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "Ray job transcripts-" in error and "--- log tail ---" in error

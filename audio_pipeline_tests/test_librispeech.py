@@ -14,12 +14,19 @@ from .conftest import SAMPLE_TREE, make_resources, make_subset_tarball
 
 
 def ingest(resources, instance, subset="dev-clean"):
-    return dg.materialize(ASSETS, selection=["librispeech_audio"], partition_key=subset,
-                          resources=resources, instance=instance, raise_on_error=False)
+    return dg.materialize(
+        ASSETS,
+        selection=["librispeech_audio"],
+        partition_key=subset,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def test_ingest_from_http_mirror_verifies_md5_and_fills_stage_and_tables(
-        http_mirror, home, instance):
+    http_mirror, home, instance
+):
     base, www, handler = http_mirror
     md5 = make_subset_tarball(www / "dev-clean.tar.gz", "dev-clean", n_chapters=2)
     res = make_resources(home, mirror=base, md5=md5)
@@ -32,8 +39,9 @@ def test_ingest_from_http_mirror_verifies_md5_and_fills_stage_and_tables(
     assert len(staged) == 8 and all(p.startswith("dev-clean/1001/") for p in staged)
     rows = res["store"].query("SELECT batch_key, count(*) FROM audio_files GROUP BY 1")
     assert rows == [("librispeech-dev-clean", 8)]
-    refs = res["store"].query("SELECT count(*) FROM reference_transcripts r JOIN audio_files f "
-                              "USING (file_path)")
+    refs = res["store"].query(
+        "SELECT count(*) FROM reference_transcripts r JOIN audio_files f USING (file_path)"
+    )
     assert refs == [(8,)]
     assert instance.get_dynamic_partitions(transcript_batches.name) == ["librispeech-dev-clean"]
     # Second run: the download is cached and verified, every file is skipped as identical.
@@ -90,7 +98,9 @@ def test_local_mirror_tarball_is_md5_checked(tmp_path, home, instance):
     res = make_resources(home, mirror=str(mirror))  # catalogue md5: the real archive's
     result = ingest(res, instance, subset="test-clean")
     assert not result.success
-    assert "md5 mismatch" in result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert (
+        "md5 mismatch" in result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    )
 
 
 def test_extraction_refuses_escaping_members(tmp_path):

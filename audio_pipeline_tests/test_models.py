@@ -45,7 +45,8 @@ def test_conversion_writes_a_complete_transformers_model_once(converted):
 def test_ct2_reader_refuses_other_specs(tmp_path):
     variables, aliases = read_ct2_model(bundled_ct2_path() / "model.bin")
     assert len(variables) == 148 and aliases == {
-        "decoder/projection/weight": "decoder/embeddings/weight"}
+        "decoder/projection/weight": "decoder/embeddings/weight"
+    }
     bad = tmp_path / "model.bin"
     bad.write_bytes((5).to_bytes(4, "little") + b"\x00" * 16)
     with pytest.raises(ModelError, match="binary version 5"):
@@ -56,8 +57,11 @@ def test_model_references(tmp_path):
     assert model_id_for(BUNDLED_TINY_EN) == "whisper-tiny.en"
     assert model_id_for("openai/whisper-large-v3@abc123") == "openai/whisper-large-v3"
     hub = resolve_model("openai/whisper-large-v3@abc123", "transformers", tmp_path)
-    assert (hub.path, hub.revision, hub.model_id) == ("openai/whisper-large-v3", "abc123",
-                                                      "openai/whisper-large-v3")
+    assert (hub.path, hub.revision, hub.model_id) == (
+        "openai/whisper-large-v3",
+        "abc123",
+        "openai/whisper-large-v3",
+    )
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model(str(tmp_path / "nope"), "transformers", tmp_path)
     (tmp_path / "empty").mkdir()

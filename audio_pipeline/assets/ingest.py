@@ -1,6 +1,5 @@
 """LibriSpeech subsets → the stage, the manifest and the reference transcripts."""
 
-
 import os
 from pathlib import Path
 
@@ -36,8 +35,11 @@ def librispeech_audio(
     """A LibriSpeech subset's FLACs in the stage, registered as one transcript batch."""
     subset = context.partition_key
     tree = librispeech.fetch_subset(
-        subset, librispeech_source.mirror, Path(librispeech_source.work_dir),
-        md5=librispeech_source.md5_override, progress=librispeech_source.progress,
+        subset,
+        librispeech_source.mirror,
+        Path(librispeech_source.work_dir),
+        md5=librispeech_source.md5_override,
+        progress=librispeech_source.progress,
     )
     utterances = list(librispeech.iter_utterances(tree))
     if not utterances:
@@ -50,28 +52,39 @@ def librispeech_audio(
         size = os.path.getsize(utt.audio)
         total_bytes += size
         audio_s += sf.info(str(utt.audio)).duration
-        rows.append({
-            "file_path": utt.relative_path, "size_bytes": size,
-            "content_md5": librispeech.md5_of(utt.audio), "last_modified": None,
-            "batch_key": batch_key, "source": f"librispeech:{subset}",
-        })
+        rows.append(
+            {
+                "file_path": utt.relative_path,
+                "size_bytes": size,
+                "content_md5": librispeech.md5_of(utt.audio),
+                "last_modified": None,
+                "batch_key": batch_key,
+                "source": f"librispeech:{subset}",
+            }
+        )
         if i % 1000 == 0:
             context.log.info(f"staged {i}/{len(utterances)} files")
     store.ensure_tables()
     store.register_files(rows)
-    references = [{"utterance_id": u, "file_path": p, "text": t}
-                  for u, p, t in librispeech.iter_references(tree)]
+    references = [
+        {"utterance_id": u, "file_path": p, "text": t}
+        for u, p, t in librispeech.iter_references(tree)
+    ]
     store.load_references(references)
     context.instance.add_dynamic_partitions(transcript_batches.name, [batch_key])
-    context.log.info(f"{len(rows)} files in batch {batch_key}: {copied} copied, "
-                     f"{len(rows) - copied} already in the stage")
-    return dg.MaterializeResult(metadata={
-        "files": len(rows),
-        "copied": copied,
-        "skipped_existing": len(rows) - copied,
-        "bytes": total_bytes,
-        "audio_hours": round(audio_s / 3600, 4),
-        "references": len(references),
-        "batch_key": batch_key,
-        "stage": stage.describe(),
-    })
+    context.log.info(
+        f"{len(rows)} files in batch {batch_key}: {copied} copied, "
+        f"{len(rows) - copied} already in the stage"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "files": len(rows),
+            "copied": copied,
+            "skipped_existing": len(rows) - copied,
+            "bytes": total_bytes,
+            "audio_hours": round(audio_s / 3600, 4),
+            "references": len(references),
+            "batch_key": batch_key,
+            "stage": stage.describe(),
+        }
+    )

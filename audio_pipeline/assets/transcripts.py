@@ -1,6 +1,5 @@
 """Transcripts of a batch of stage files, produced by a remote job through Dagster Pipes."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -15,8 +14,10 @@ from .ingest import librispeech_audio
 
 class TranscriptsConfig(dg.Config):
     model: str | None = Field(
-        default=None, description="bundled:tiny.en, a local directory or a Hugging Face id "
-        "(id@revision pins it); default: the profile's model")
+        default=None,
+        description="bundled:tiny.en, a local directory or a Hugging Face id "
+        "(id@revision pins it); default: the profile's model",
+    )
     engine: str | None = Field(default=None, description="transformers | ctranslate2")
     force: bool = Field(default=False, description="re-transcribe files that have an ok row")
     retry_errors: bool = Field(default=False, description="re-transcribe files with error rows")
@@ -55,12 +56,20 @@ def transcripts(
     pending = store.pending_files(batch_keys, model_id, config.force, config.retry_errors)
     if not pending:
         report = store.batch_report(batch_keys, model_id)
-        context.log.info(f"nothing to transcribe: all {report.files} file(s) of "
-                         f"{', '.join(batch_keys)} have a transcript for {model_id}")
-        return dg.MaterializeResult(metadata={
-            "status": "cached", "files": 0, "batch_files": report.files, "ok": report.ok,
-            "errors": report.errors, "model_id": model_id,
-        })
+        context.log.info(
+            f"nothing to transcribe: all {report.files} file(s) of "
+            f"{', '.join(batch_keys)} have a transcript for {model_id}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "status": "cached",
+                "files": 0,
+                "batch_files": report.files,
+                "ok": report.ok,
+                "errors": report.errors,
+                "model_id": model_id,
+            }
+        )
     context.log.info(f"{len(pending)} file(s) to transcribe with {model_id} ({engine})")
     pool = compute.ensure_pool(log=context.log)
     job = {
@@ -72,8 +81,10 @@ def transcripts(
         "source": stage.payload_spec(),
         "sink": store.payload_spec(),
         "decoding": {
-            "language": config.language, "num_beams": config.num_beams,
-            "batch_size": config.batch_size, "return_timestamps": config.return_timestamps,
+            "language": config.language,
+            "num_beams": config.num_beams,
+            "batch_size": config.batch_size,
+            "return_timestamps": config.return_timestamps,
         },
         "force": config.force,
         "retry_errors": config.retry_errors,

@@ -38,8 +38,9 @@ class TranscriptionCompute(dg.ConfigurableResource, ABC):
         """Create or resume the pool; returns metadata (address, nodes, CPUs, GPUs...)."""
 
     @abstractmethod
-    def run_payload(self, context: dg.AssetExecutionContext, extras: dict
-                    ) -> dg.PipesClientCompletedInvocation:
+    def run_payload(
+        self, context: dg.AssetExecutionContext, extras: dict
+    ) -> dg.PipesClientCompletedInvocation:
         """Submit the payload with ``extras`` and wait; raises ``dg.Failure`` with the log tail."""
 
 
@@ -92,8 +93,10 @@ class LocalRayCompute(TranscriptionCompute):
     object_store_memory_mb: int = 2048
     python: str | None = None
     isolated_ports: bool = Field(
-        default=False, description="pick free ports for every Ray service, so that this head "
-        "can run beside another cluster on the same machine (tests)")
+        default=False,
+        description="pick free ports for every Ray service, so that this head "
+        "can run beside another cluster on the same machine (tests)",
+    )
     start_timeout_s: float = 90.0
     poll_interval_s: float = 1.0
 
@@ -129,16 +132,28 @@ class LocalRayCompute(TranscriptionCompute):
         ray_bin = Path(sys.executable).with_name("ray")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            str(ray_bin) if ray_bin.exists() else "ray", "start", "--head", "--block",
-            "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            "--include-dashboard=true", "--disable-usage-stats",
+            str(ray_bin) if ray_bin.exists() else "ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.gcs_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
             f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}",
         ]
         if self.isolated_ports:
-            for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                         "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
-                         "object-manager-port", "ray-client-server-port"):
+            for flag in (
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+                "node-manager-port",
+                "object-manager-port",
+                "ray-client-server-port",
+            ):
                 cmd.append(f"--{flag}={_free_port()}")
             low = _free_port_range(200)
             cmd += [f"--min-worker-port={low}", f"--max-worker-port={low + 199}"]
@@ -150,11 +165,19 @@ class LocalRayCompute(TranscriptionCompute):
         env.pop("RAY_ADDRESS", None)
         log_path = self.state_dir / f"head-{self.dashboard_port}.log"
         if log:
-            log.info(f"starting a Ray head on 127.0.0.1:{self.gcs_port} "
-                     f"(dashboard {self.dashboard_url}); log {log_path}")
+            log.info(
+                f"starting a Ray head on 127.0.0.1:{self.gcs_port} "
+                f"(dashboard {self.dashboard_url}); log {log_path}"
+            )
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
@@ -166,8 +189,10 @@ class LocalRayCompute(TranscriptionCompute):
                 return
             time.sleep(0.5)
         self.stop()
-        raise ComputePoolError(f"Ray head did not answer within {self.start_timeout_s:.0f} s:\n"
-                               f"{log_tail(log_path.read_text())}")
+        raise ComputePoolError(
+            f"Ray head did not answer within {self.start_timeout_s:.0f} s:\n"
+            f"{log_tail(log_path.read_text())}"
+        )
 
     def _nodes(self) -> list[dict]:
         data = _http_json(f"{self.dashboard_url}/api/v0/nodes?limit=1000", timeout=10)
@@ -209,9 +234,11 @@ class LocalRayCompute(TranscriptionCompute):
 
     def _client(self):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        return _PatientRayJobClient(address=self.dashboard_url,
-                                    poll_interval=self.poll_interval_s,
-                                    submit_timeout_s=self.start_timeout_s)
+        return _PatientRayJobClient(
+            address=self.dashboard_url,
+            poll_interval=self.poll_interval_s,
+            submit_timeout_s=self.start_timeout_s,
+        )
 
     def run_payload(self, context, extras):
         from ray.job_submission import JobSubmissionClient
@@ -221,8 +248,13 @@ class LocalRayCompute(TranscriptionCompute):
         params = {
             "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
             "submission_id": submission_id,
-            "runtime_env": {"env_vars": {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                                         "RAY_AUTH_MODE": "disabled"}},
+            "runtime_env": {
+                "env_vars": {
+                    "PYTHONUNBUFFERED": "1",
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "RAY_AUTH_MODE": "disabled",
+                }
+            },
         }
         context.log.info(f"submitting Ray job {submission_id} to {self.dashboard_url}")
         try:
@@ -235,8 +267,11 @@ class LocalRayCompute(TranscriptionCompute):
             tail = log_tail(logs)
             raise dg.Failure(
                 description=f"Ray job {submission_id} failed: {exc}\n--- log tail ---\n{tail}",
-                metadata={"ray_job_id": submission_id, "log_tail": dg.MetadataValue.text(tail),
-                          "dashboard": dg.MetadataValue.url(self.dashboard_url)},
+                metadata={
+                    "ray_job_id": submission_id,
+                    "log_tail": dg.MetadataValue.text(tail),
+                    "dashboard": dg.MetadataValue.url(self.dashboard_url),
+                },
             ) from exc
 
 

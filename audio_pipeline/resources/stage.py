@@ -72,14 +72,17 @@ class LocalStage(AudioStage):
                 full = Path(dirpath) / name
                 st = full.stat()
                 yield StageFile(
-                    path=full.relative_to(self.root_path).as_posix(), size_bytes=st.st_size,
+                    path=full.relative_to(self.root_path).as_posix(),
+                    size_bytes=st.st_size,
                     last_modified=datetime.fromtimestamp(st.st_mtime, UTC).replace(tzinfo=None),
                 )
 
     def put_file(self, local: Path, path: str) -> bool:
         dest = self._resolve(path)
-        if dest.exists() and dest.stat().st_size == local.stat().st_size and (
-            md5_of(dest) == md5_of(local)
+        if (
+            dest.exists()
+            and dest.stat().st_size == local.stat().st_size
+            and (md5_of(dest) == md5_of(local))
         ):
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,14 @@ import dagster as dg
 from ..transcription import quality
 from ..transcription.sinks import DuckDBSink, PendingFile
 
-AUDIO_FILE_COLUMNS = ("file_path", "size_bytes", "content_md5", "last_modified", "batch_key",
-                      "source")
+AUDIO_FILE_COLUMNS = (
+    "file_path",
+    "size_bytes",
+    "content_md5",
+    "last_modified",
+    "batch_key",
+    "source",
+)
 REFERENCE_COLUMNS = ("utterance_id", "file_path", "text")
 
 
@@ -44,8 +50,13 @@ class TranscriptStore(dg.ConfigurableResource, ABC):
     def load_references(self, rows: Sequence[dict]) -> int: ...
 
     @abstractmethod
-    def pending_files(self, batch_keys: Sequence[str], model_id: str, force: bool = False,
-                      retry_errors: bool = False) -> list[PendingFile]: ...
+    def pending_files(
+        self,
+        batch_keys: Sequence[str],
+        model_id: str,
+        force: bool = False,
+        retry_errors: bool = False,
+    ) -> list[PendingFile]: ...
 
     @abstractmethod
     def batch_report(self, batch_keys: Sequence[str], model_id: str) -> BatchReport: ...
@@ -74,8 +85,7 @@ class DuckDBStore(TranscriptStore):
         return self._sink().merge_rows("merge_into_audio_files", rows, AUDIO_FILE_COLUMNS)
 
     def load_references(self, rows):
-        return self._sink().merge_rows("merge_into_reference_transcripts", rows,
-                                       REFERENCE_COLUMNS)
+        return self._sink().merge_rows("merge_into_reference_transcripts", rows, REFERENCE_COLUMNS)
 
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
         return self._sink().pending_files(batch_keys, model_id, force, retry_errors)
@@ -90,8 +100,9 @@ class DuckDBStore(TranscriptStore):
             ORDER BY f.file_path
         """
         with self._sink().connect(read_only=False) as con:
-            rows = con.execute(query, {"model_id": model_id,
-                                       "batch_keys": list(batch_keys)}).fetchall()
+            rows = con.execute(
+                query, {"model_id": model_id, "batch_keys": list(batch_keys)}
+            ).fetchall()
         report = BatchReport(files=len(rows))
         pairs = []
         for path, _, status, error, text, duration, ref in rows:

@@ -30,8 +30,9 @@ class DecodedAudio:
         return len(self.samples) / SAMPLE_RATE
 
 
-def decode_audio(data: bytes, name: str = "<bytes>", max_duration_s: float | None = None
-                 ) -> DecodedAudio:
+def decode_audio(
+    data: bytes, name: str = "<bytes>", max_duration_s: float | None = None
+) -> DecodedAudio:
     """Decode ``data`` to 16 kHz mono float32.
 
     Raises:
@@ -47,7 +48,8 @@ def decode_audio(data: bytes, name: str = "<bytes>", max_duration_s: float | Non
             rate, channels, frames = f.samplerate, f.channels, f.frames
             if max_duration_s is not None and frames > max_duration_s * rate:
                 raise AudioDecodeError(
-                    f"{name}: {frames / rate:.0f} s of audio exceeds the {max_duration_s:.0f} s limit"
+                    f"{name}: {frames / rate:.0f} s of audio exceeds the "
+                    f"{max_duration_s:.0f} s limit"
                 )
             samples = f.read(dtype="float32", always_2d=True)
     except AudioDecodeError:

@@ -51,8 +51,14 @@ class WhisperEngine(ABC):
 
     name: str
 
-    def __init__(self, model_path: str, options: DecodingOptions, device: str | None = None,
-                 threads: int | None = None, revision: str | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        options: DecodingOptions,
+        device: str | None = None,
+        threads: int | None = None,
+        revision: str | None = None,
+    ):
         self.model_path = model_path
         self.options = options
         self.revision = revision
@@ -87,15 +93,22 @@ class TransformersEngine(WhisperEngine):
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         kw = {"revision": self.revision} if self.revision else {}
         self.processor = WhisperProcessor.from_pretrained(self.model_path, **kw)
-        self.model = WhisperForConditionalGeneration.from_pretrained(
-            self.model_path, dtype=self.dtype, attn_implementation="sdpa", **kw
-        ).to(self.device).eval()
+        self.model = (
+            WhisperForConditionalGeneration.from_pretrained(
+                self.model_path, dtype=self.dtype, attn_implementation="sdpa", **kw
+            )
+            .to(self.device)
+            .eval()
+        )
         self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", False))
 
     def _generate_kwargs(self) -> dict:
         o = self.options
-        kw: dict = {"num_beams": o.num_beams, "do_sample": False,
-                    "return_timestamps": o.return_timestamps}
+        kw: dict = {
+            "num_beams": o.num_beams,
+            "do_sample": False,
+            "return_timestamps": o.return_timestamps,
+        }
         if o.max_new_tokens:
             kw["max_new_tokens"] = o.max_new_tokens
         if self.multilingual:
@@ -105,8 +118,11 @@ class TransformersEngine(WhisperEngine):
         return kw
 
     def _features(self, audios: list[np.ndarray], long_form: bool):
-        kw = ({"truncation": False, "padding": "longest", "return_attention_mask": True}
-              if long_form else {"return_attention_mask": True})
+        kw = (
+            {"truncation": False, "padding": "longest", "return_attention_mask": True}
+            if long_form
+            else {"return_attention_mask": True}
+        )
         feats = self.processor.feature_extractor(
             audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **kw
         )
@@ -115,8 +131,10 @@ class TransformersEngine(WhisperEngine):
             feats = self.processor.feature_extractor(
                 audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
             )
-        return (feats.input_features.to(self.device, self.dtype),
-                feats.attention_mask.to(self.device))
+        return (
+            feats.input_features.to(self.device, self.dtype),
+            feats.attention_mask.to(self.device),
+        )
 
     def _decode(self, tokens) -> Transcription:
         tok = self.processor.tokenizer
@@ -124,8 +142,10 @@ class TransformersEngine(WhisperEngine):
         if not self.options.return_timestamps:
             return Transcription(tok.decode(tokens, skip_special_tokens=True).strip(), language)
         out = tok.decode(tokens, skip_special_tokens=True, output_offsets=True)
-        segments = [Segment(float(o["timestamp"][0]), float(o["timestamp"][1] or 0.0),
-                            o["text"].strip()) for o in out.get("offsets", [])]
+        segments = [
+            Segment(float(o["timestamp"][0]), float(o["timestamp"][1] or 0.0), o["text"].strip())
+            for o in out.get("offsets", [])
+        ]
         return Transcription(out["text"].strip(), language, segments)
 
     def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
@@ -136,8 +156,9 @@ class TransformersEngine(WhisperEngine):
             for start in range(0, len(short), bs):
                 idx = short[start : start + bs]
                 features, mask = self._features([audios[i] for i in idx], long_form=False)
-                tokens = self.model.generate(features, attention_mask=mask,
-                                             **self._generate_kwargs())
+                tokens = self.model.generate(
+                    features, attention_mask=mask, **self._generate_kwargs()
+                )
                 for i, seq in zip(idx, tokens, strict=True):
                     results[i] = self._decode(seq)
             for i in (i for i in range(len(audios)) if results[i] is None):
@@ -151,8 +172,11 @@ class TransformersEngine(WhisperEngine):
         tok = self.processor.tokenizer
         text = tok.decode(out["sequences"][0], skip_special_tokens=True).strip()
         segments = [
-            Segment(float(s["start"]), float(s["end"]),
-                    tok.decode(s["tokens"], skip_special_tokens=True).strip())
+            Segment(
+                float(s["start"]),
+                float(s["end"]),
+                tok.decode(s["tokens"], skip_special_tokens=True).strip(),
+            )
             for s in out["segments"][0]
         ]
         language = self.options.language if self.multilingual else "en"
@@ -170,32 +194,44 @@ class CTranslate2Engine(WhisperEngine):
 
         device = "cuda" if self.device.startswith("cuda") else "cpu"
         self.compute_type = compute_type or ("float16" if device == "cuda" else "int8")
-        self.model = WhisperModel(str(self.model_path), device=device,
-                                  compute_type=self.compute_type,
-                                  cpu_threads=self.threads or os.cpu_count() or 1)
+        self.model = WhisperModel(
+            str(self.model_path),
+            device=device,
+            compute_type=self.compute_type,
+            cpu_threads=self.threads or os.cpu_count() or 1,
+        )
 
     def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
         o = self.options
         results = []
         for audio in audios:
             segments, info = self.model.transcribe(
-                audio, beam_size=o.num_beams, language=o.language if self.model.model.is_multilingual
-                else None, task=o.task, without_timestamps=not o.return_timestamps,
-                condition_on_previous_text=True, vad_filter=False,
+                audio,
+                beam_size=o.num_beams,
+                language=o.language if self.model.model.is_multilingual else None,
+                task=o.task,
+                without_timestamps=not o.return_timestamps,
+                condition_on_previous_text=True,
+                vad_filter=False,
             )
             segs = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
             text = " ".join(s.text for s in segs if s.text).strip()
-            results.append(Transcription(text, info.language,
-                                         segs if o.return_timestamps else []))
+            results.append(Transcription(text, info.language, segs if o.return_timestamps else []))
         return results
 
 
 ENGINES = {"transformers": TransformersEngine, "ctranslate2": CTranslate2Engine}
 
 
-def load_engine(engine: str, model_path: str, options: DecodingOptions, *,
-                device: str | None = None, threads: int | None = None,
-                revision: str | None = None) -> WhisperEngine:
+def load_engine(
+    engine: str,
+    model_path: str,
+    options: DecodingOptions,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    revision: str | None = None,
+) -> WhisperEngine:
     try:
         cls = ENGINES[engine]
     except KeyError:

@@ -85,8 +85,9 @@ class JobSummary:
         return asdict(self) | {"x_real_time": self.x_real_time}
 
 
-def decode_batch(batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int,
-                 max_duration_s: float) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
+) -> dict[str, np.ndarray]:
     """Read and decode each file; a failure becomes an ``error`` value, never an exception."""
     source = open_source(source_spec)
     pcm, durations, errors = [], [], []
@@ -113,20 +114,34 @@ def decode_batch(batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes
 class Transcriber:
     """Ray Data actor: loads the engine once, transcribes batches of decoded audio into rows."""
 
-    def __init__(self, engine: str, model_path: str, model_id: str, options: DecodingOptions,
-                 run_id: str, threads: int | None = None, revision: str | None = None):
+    def __init__(
+        self,
+        engine: str,
+        model_path: str,
+        model_id: str,
+        options: DecodingOptions,
+        run_id: str,
+        threads: int | None = None,
+        revision: str | None = None,
+    ):
         self.engine = load_engine(engine, model_path, options, threads=threads, revision=revision)
         self.model_id = model_id
         self.run_id = run_id
 
     def _row(self, path, batch_key, duration, status, error=None, result=None) -> dict:
         return {
-            "file_path": str(path), "model_id": self.model_id, "engine": self.engine.name,
-            "status": status, "error": error, "text": result.text if result else None,
-            "language": result.language if result else None, "duration_s": float(duration),
-            "segments": result.segments_as_dicts() if result else [], "run_id": self.run_id,
-            "batch_key": str(batch_key), "transcribed_at": dt.datetime.now(dt.UTC).replace(
-                tzinfo=None),
+            "file_path": str(path),
+            "model_id": self.model_id,
+            "engine": self.engine.name,
+            "status": status,
+            "error": error,
+            "text": result.text if result else None,
+            "language": result.language if result else None,
+            "duration_s": float(duration),
+            "segments": result.segments_as_dicts() if result else [],
+            "run_id": self.run_id,
+            "batch_key": str(batch_key),
+            "transcribed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -135,31 +150,47 @@ class Transcriber:
         good = []
         for i in range(n):
             if batch["decode_error"][i]:
-                rows[i] = self._row(batch["file_path"][i], batch["batch_key"][i],
-                                    batch["duration_s"][i], "error", batch["decode_error"][i])
+                rows[i] = self._row(
+                    batch["file_path"][i],
+                    batch["batch_key"][i],
+                    batch["duration_s"][i],
+                    "error",
+                    batch["decode_error"][i],
+                )
             else:
                 good.append(i)
         audios = {i: np.frombuffer(batch["pcm"][i], dtype=np.float32) for i in good}
         try:
-            results = dict(zip(good, self.engine.transcribe([audios[i] for i in good]),
-                               strict=True))
+            results = dict(
+                zip(good, self.engine.transcribe([audios[i] for i in good]), strict=True)
+            )
         except Exception:  # isolate the failing file(s): retry one by one
             results = {}
             for i in good:
                 try:
                     results[i] = self.engine.transcribe([audios[i]])[0]
                 except Exception as exc:
-                    rows[i] = self._row(batch["file_path"][i], batch["batch_key"][i],
-                                        batch["duration_s"][i], "error",
-                                        f"transcription failed: {type(exc).__name__}: {exc}")
+                    rows[i] = self._row(
+                        batch["file_path"][i],
+                        batch["batch_key"][i],
+                        batch["duration_s"][i],
+                        "error",
+                        f"transcription failed: {type(exc).__name__}: {exc}",
+                    )
         for i, result in results.items():
-            rows[i] = self._row(batch["file_path"][i], batch["batch_key"][i],
-                                batch["duration_s"][i], "ok", result=result)
+            rows[i] = self._row(
+                batch["file_path"][i],
+                batch["batch_key"][i],
+                batch["duration_s"][i],
+                "ok",
+                result=result,
+            )
         return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
 
 
-def plan_actors(cpus: float, gpus: float, actors: int | None, threads: int | None
-                ) -> tuple[int, int, int]:
+def plan_actors(
+    cpus: float, gpus: float, actors: int | None, threads: int | None
+) -> tuple[int, int, int]:
     """(actors, threads per actor, GPUs per actor) for a cluster's resources."""
     if gpus >= 1:
         n = actors or int(gpus)
@@ -170,41 +201,67 @@ def plan_actors(cpus: float, gpus: float, actors: int | None, threads: int | Non
     return n, threads, 0
 
 
-def transcribe_files(settings: JobSettings, files: list[PendingFile],
-                     on_rows: Callable[[list[dict]], None], log_fn: Callable[[str], None] = print
-                     ) -> tuple[int, int]:
+def transcribe_files(
+    settings: JobSettings,
+    files: list[PendingFile],
+    on_rows: Callable[[list[dict]], None],
+    log_fn: Callable[[str], None] = print,
+) -> tuple[int, int]:
     """Run the Ray Data plan over ``files``, streaming each finished block to ``on_rows``."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS", "auto"),
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     resources = ray.cluster_resources()
-    actors, threads, gpus = plan_actors(resources.get("CPU", 1), resources.get("GPU", 0),
-                                        settings.actors, settings.threads_per_actor)
+    actors, threads, gpus = plan_actors(
+        resources.get("CPU", 1),
+        resources.get("GPU", 0),
+        settings.actors,
+        settings.threads_per_actor,
+    )
     actors = max(1, min(actors, math.ceil(len(files) / max(1, settings.decoding.batch_size))))
-    log_fn(f"cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU; "
-           f"{actors} Whisper actor(s) x {threads} thread(s), {gpus} GPU each")
+    log_fn(
+        f"cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU; "
+        f"{actors} Whisper actor(s) x {threads} thread(s), {gpus} GPU each"
+    )
     # Similar sizes batch together: fewer padded frames per generate call.
     ordered = sorted(files, key=lambda f: f.size_bytes)
     items = [{"file_path": f.file_path, "batch_key": f.batch_key} for f in ordered]
     blocks = max(1, min(len(items), 4 * actors * 4))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(
-        decode_batch, batch_size=settings.decode_batch_size, batch_format="numpy", num_cpus=0.5,
-        fn_kwargs={"source_spec": settings.source, "max_file_bytes": settings.max_file_bytes,
-                   "max_duration_s": settings.max_duration_s},
+        decode_batch,
+        batch_size=settings.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=0.5,
+        fn_kwargs={
+            "source_spec": settings.source,
+            "max_file_bytes": settings.max_file_bytes,
+            "max_duration_s": settings.max_duration_s,
+        },
     )
     ds = ds.map_batches(
-        Transcriber, batch_size=settings.decoding.batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=1,
+        Transcriber,
+        batch_size=settings.decoding.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=gpus,
+        num_cpus=1,
         fn_constructor_kwargs={
-            "engine": settings.engine, "model_path": settings.model_path,
-            "model_id": settings.model_id, "options": settings.decoding,
-            "run_id": settings.run_id, "threads": threads, "revision": settings.model_revision,
+            "engine": settings.engine,
+            "model_path": settings.model_path,
+            "model_id": settings.model_id,
+            "options": settings.decoding,
+            "run_id": settings.run_id,
+            "threads": threads,
+            "revision": settings.model_revision,
         },
     )
     return actors, threads, _drain(ds, on_rows)
@@ -226,8 +283,12 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     """Transcribe the pending files of ``settings.batch_keys`` and MERGE the rows."""
     started = time.perf_counter()
     sink = open_sink(settings.sink)
-    files = sink.pending_files(settings.batch_keys, settings.model_id or settings.model,
-                               force=settings.force, retry_errors=settings.retry_errors)
+    files = sink.pending_files(
+        settings.batch_keys,
+        settings.model_id or settings.model,
+        force=settings.force,
+        retry_errors=settings.retry_errors,
+    )
     summary = JobSummary(model_id=settings.model_id or settings.model, engine=settings.engine)
     log_fn(f"{len(files)} file(s) to transcribe in batch(es) {', '.join(settings.batch_keys)}")
     if not files:
@@ -251,11 +312,14 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
                     summary.error_samples.append(f"{row['file_path']}: {row['error']}")
             if len(summary.preview) < 5:
                 summary.preview.append({k: row[k] for k in ("file_path", "status", "text")})
-        log_fn(f"progress: {summary.files}/{len(files)} files written "
-               f"({summary.ok} ok, {summary.errors} error)")
+        log_fn(
+            f"progress: {summary.files}/{len(files)} files written "
+            f"({summary.ok} ok, {summary.errors} error)"
+        )
 
-    summary.actors, summary.threads_per_actor, _ = transcribe_files(settings, files, on_rows,
-                                                                    log_fn)
+    summary.actors, summary.threads_per_actor, _ = transcribe_files(
+        settings, files, on_rows, log_fn
+    )
     summary.wall_s = time.perf_counter() - started
     summary.wer = quality.corpus_wer(pairs)
     summary.wer_files = len(pairs)

@@ -17,8 +17,18 @@ from pathlib import Path
 from ..sql import load_sql
 
 TRANSCRIPT_COLUMNS = (
-    "file_path", "model_id", "engine", "status", "error", "text", "language", "duration_s",
-    "segments", "run_id", "batch_key", "transcribed_at",
+    "file_path",
+    "model_id",
+    "engine",
+    "status",
+    "error",
+    "text",
+    "language",
+    "duration_s",
+    "segments",
+    "run_id",
+    "batch_key",
+    "transcribed_at",
 )
 
 
@@ -31,8 +41,13 @@ class PendingFile:
 
 class TranscriptSink(ABC):
     @abstractmethod
-    def pending_files(self, batch_keys: Sequence[str], model_id: str, force: bool = False,
-                      retry_errors: bool = False) -> list[PendingFile]: ...
+    def pending_files(
+        self,
+        batch_keys: Sequence[str],
+        model_id: str,
+        force: bool = False,
+        retry_errors: bool = False,
+    ) -> list[PendingFile]: ...
 
     @abstractmethod
     def references(self, file_paths: Sequence[str]) -> dict[str, str]: ...
@@ -46,8 +61,9 @@ class DuckDBLockedError(RuntimeError):
 
 
 @contextmanager
-def duckdb_connection(path: str | Path, read_only: bool = False, lock_timeout_s: float = 60.0
-                      ) -> Iterator:
+def duckdb_connection(
+    path: str | Path, read_only: bool = False, lock_timeout_s: float = 60.0
+) -> Iterator:
     """Open ``path``, retrying while another process holds its write lock."""
     import duckdb
 
@@ -61,8 +77,7 @@ def duckdb_connection(path: str | Path, read_only: bool = False, lock_timeout_s:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 if "lock" in str(exc).lower():
                     raise DuckDBLockedError(
-                        f"{path} stayed locked by another process for {lock_timeout_s:.0f} s: "
-                        f"{exc}"
+                        f"{path} stayed locked by another process for {lock_timeout_s:.0f} s: {exc}"
                     ) from exc
                 raise
             time.sleep(delay)
@@ -79,8 +94,7 @@ class DuckDBSink(TranscriptSink):
         self.lock_timeout_s = lock_timeout_s
 
     def connect(self, read_only: bool = False):
-        return duckdb_connection(self.path, read_only=read_only,
-                                 lock_timeout_s=self.lock_timeout_s)
+        return duckdb_connection(self.path, read_only=read_only, lock_timeout_s=self.lock_timeout_s)
 
     def ensure_tables(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,16 +103,22 @@ class DuckDBSink(TranscriptSink):
 
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
         with self.connect() as con:
-            rows = con.execute(load_sql("duckdb", "select_pending_files"), {
-                "batch_keys": list(batch_keys), "model_id": model_id, "force": bool(force),
-                "retry_errors": bool(retry_errors),
-            }).fetchall()
+            rows = con.execute(
+                load_sql("duckdb", "select_pending_files"),
+                {
+                    "batch_keys": list(batch_keys),
+                    "model_id": model_id,
+                    "force": bool(force),
+                    "retry_errors": bool(retry_errors),
+                },
+            ).fetchall()
         return [PendingFile(*r) for r in rows]
 
     def references(self, file_paths):
         with self.connect() as con:
-            rows = con.execute(load_sql("duckdb", "select_references"),
-                               {"file_paths": list(file_paths)}).fetchall()
+            rows = con.execute(
+                load_sql("duckdb", "select_references"), {"file_paths": list(file_paths)}
+            ).fetchall()
         return dict(rows)
 
     def merge_rows(self, statement: str, rows: Sequence[dict], columns: Sequence[str]) -> int:
@@ -114,9 +134,7 @@ class DuckDBSink(TranscriptSink):
         return len(rows)
 
     def merge_transcripts(self, rows):
-        prepared = [
-            r | {"segments": json.dumps(r.get("segments") or [])} for r in rows
-        ]
+        prepared = [r | {"segments": json.dumps(r.get("segments") or [])} for r in rows]
         return self.merge_rows("merge_into_transcripts", prepared, TRANSCRIPT_COLUMNS)
 
 

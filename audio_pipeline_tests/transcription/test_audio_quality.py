@@ -38,11 +38,14 @@ def test_stereo_44k_is_downmixed_and_resampled():
     assert abs(peak_hz - 440) < 2
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"", "empty file"),
-    (b"this is a text file, not audio", "cannot decode"),
-    (b"fLaC\x00\x00\x00\x22" + bytes(40), "cannot decode"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty file"),
+        (b"this is a text file, not audio", "cannot decode"),
+        (b"fLaC\x00\x00\x00\x22" + bytes(40), "cannot decode"),
+    ],
+)
 def test_bad_bytes_raise_a_clear_error(data, match):
     with pytest.raises(AudioDecodeError, match=match):
         decode_audio(data, "bad.flac")
