@@ -129,6 +129,19 @@ def stop() -> int:
     return 0
 
 
+def query(sql: str) -> int:
+    import duckdb
+
+    from .profiles import local_settings
+
+    path = local_settings().warehouse_path
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist yet: run `make demo` first")
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.sql(sql).show(max_width=200, max_rows=50)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audio_pipeline.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,9 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--model", default=None)
     d.add_argument("--engine", default=None, choices=["transformers", "ctranslate2"])
     sub.add_parser("stop", help="stop the local Ray head this project started")
+    q = sub.add_parser("query", help="run a read-only SQL query on the local warehouse")
+    q.add_argument("sql")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.subset, args.model, args.engine)
+    if args.command == "query":
+        return query(args.sql)
     return stop()
 
 
