@@ -31,6 +31,12 @@ class AudioStage(dg.ConfigurableResource, ABC):
     def list_files(self, prefix: str = "") -> Iterator[StageFile]:
         """Audio files under ``prefix`` (supported extensions only)."""
 
+    def list_new_files(self, since: datetime | None, prefix: str = "") -> Iterator[StageFile]:
+        """Files modified after ``since`` (all when None); backends may push the filter down."""
+        for f in self.list_files(prefix):
+            if since is None or f.last_modified > since:
+                yield f
+
     @abstractmethod
     def put_file(self, local: Path, path: str) -> bool:
         """Copy ``local`` to ``path`` unless the same content is there; True when copied."""

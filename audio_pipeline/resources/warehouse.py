@@ -50,6 +50,10 @@ class TranscriptStore(dg.ConfigurableResource, ABC):
     def load_references(self, rows: Sequence[dict]) -> int: ...
 
     @abstractmethod
+    def unregistered(self, file_paths: Sequence[str]) -> list[str]:
+        """The subset of ``file_paths`` not yet in ``audio_files``, in the given order."""
+
+    @abstractmethod
     def pending_files(
         self,
         batch_keys: Sequence[str],
@@ -86,6 +90,22 @@ class DuckDBStore(TranscriptStore):
 
     def load_references(self, rows):
         return self._sink().merge_rows("merge_into_reference_transcripts", rows, REFERENCE_COLUMNS)
+
+    def unregistered(self, file_paths):
+        import pyarrow as pa
+
+        if not file_paths:
+            return []
+        table = pa.table({"file_path": list(file_paths)})
+        with self._sink().connect() as con:
+            con.register("candidates", table)
+            known = {
+                r[0]
+                for r in con.execute(
+                    "SELECT c.file_path FROM candidates c JOIN audio_files f USING (file_path)"
+                ).fetchall()
+            }
+        return [p for p in file_paths if p not in known]
 
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
         return self._sink().pending_files(batch_keys, model_id, force, retry_errors)
