@@ -52,6 +52,20 @@ def local_settings(env: dict | None = None) -> LocalSettings:
     )
 
 
+def sensor_interval_s(env: dict | None = None) -> int:
+    env = os.environ if env is None else env
+    return int(env.get("AUDIO_PIPELINE_SENSOR_INTERVAL_S", "60"))
+
+
+def new_files_settings(env: dict | None = None):
+    from .sensors import NewFilesSettings
+
+    env = os.environ if env is None else env
+    return NewFilesSettings(
+        max_files_per_batch=int(env.get("AUDIO_PIPELINE_MAX_FILES_PER_BATCH", "5000"))
+    )
+
+
 def local_resources(settings: LocalSettings) -> dict:
     from .assets.ingest import LibriSpeechSource
     from .resources.compute import LocalRayCompute
@@ -71,6 +85,7 @@ def local_resources(settings: LocalSettings) -> dict:
             mirror=settings.mirror,
             work_dir=str(settings.home / "librispeech"),
         ),
+        "new_files": new_files_settings(),
     }
 
 

@@ -107,6 +107,12 @@ class DuckDBStore(TranscriptStore):
             }
         return [p for p in file_paths if p not in known]
 
+    def batch_keys(self):
+        rows = self.query(
+            "SELECT batch_key FROM audio_files GROUP BY batch_key ORDER BY min(discovered_at), 1"
+        )
+        return [r[0] for r in rows]
+
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
         return self._sink().pending_files(batch_keys, model_id, force, retry_errors)
 

@@ -1,0 +1,146 @@
+"""new_stage_files_sensor on a real local stage and DuckDB, ticked with build_sensor_context."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+
+from audio_pipeline.definitions import build_definitions
+from audio_pipeline.partitions import transcript_batches
+from audio_pipeline.sensors import (
+    NewFilesSettings,
+    ScanCursor,
+    build_new_stage_files_sensor,
+    discover_new_files,
+    transcribe_new_files_schedule,
+)
+
+from .conftest import SAMPLE_TREE, make_resources
+
+ODD_NAMES = [
+    "with space.flac",
+    "quote'\"s.flac",
+    "semi;colon.flac",
+    "ünïcødé-日本.flac",
+    "-leading-dash.flac",
+]
+
+
+def tick(sensor, res, instance, cursor=None):
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=res)
+    return sensor(ctx)
+
+
+def drop(stage_root, rel, data=b"RIFF....WAVEfmt "):
+    path = stage_root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def res(home):
+    r = make_resources(home)
+    r["new_files"] = NewFilesSettings(min_age_s=0)
+    return r
+
+
+def test_new_files_make_one_partition_and_one_run_then_nothing(res, home, instance):
+    sensor = build_new_stage_files_sensor()
+    stage = home / "stage"
+    for name in ODD_NAMES:
+        drop(stage, f"uploads/{name}")
+    drop(stage, "uploads/notes.txt")  # not audio: ignored
+    result = tick(sensor, res, instance)
+    assert len(result.run_requests) == 1
+    key = result.run_requests[0].partition_key
+    assert result.run_requests[0].run_key == key and key.startswith("drop-")
+    assert result.dynamic_partitions_requests[0].partition_keys == [key]
+    rows = res["store"].query("SELECT file_path, batch_key, source FROM audio_files ORDER BY 1")
+    assert sorted(r[0] for r in rows) == sorted(f"uploads/{n}" for n in ODD_NAMES)
+    assert {(r[1], r[2]) for r in rows} == {(key, "stage")}
+    assert json.loads(result.cursor)["watermark"]
+
+    instance.add_dynamic_partitions(transcript_batches.name, [key])
+    again = tick(sensor, res, instance, cursor=result.cursor)
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+    assert res["store"].query("SELECT count(*) FROM audio_files") == [(len(ODD_NAMES),)]
+
+    # One more file later: a second batch with just that file.
+    drop(stage, "uploads/later.flac")
+    third = tick(sensor, res, instance, cursor=again.cursor)
+    assert len(third.run_requests) == 1 and third.run_requests[0].partition_key != key
+    assert res["store"].query(
+        "SELECT file_path FROM audio_files WHERE batch_key = $k",
+        {"k": third.run_requests[0].partition_key},
+    ) == [("uploads/later.flac",)]
+
+
+def test_files_registered_by_librispeech_ingest_are_not_registered_again(res, home, instance):
+    assert dg.materialize(
+        build_definitions(res).assets,
+        selection=["librispeech_audio"],
+        partition_key="sample",
+        resources=res,
+        instance=instance,
+    ).success
+    result = tick(build_new_stage_files_sensor(), res, instance)
+    assert result.run_requests == []
+    assert res["store"].query("SELECT DISTINCT batch_key FROM audio_files") == [
+        ("librispeech-sample",)
+    ]
+
+
+def test_twelve_thousand_files_with_cap_5000_make_three_batches(res, home, instance):
+    stage = home / "stage" / "bulk"
+    stage.mkdir(parents=True)
+    for i in range(12_000):
+        (stage / f"f{i:05d}.wav").write_bytes(b"x")
+    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_batch=5000)
+    result = tick(build_new_stage_files_sensor(), res, instance)
+    keys = [r.partition_key for r in result.run_requests]
+    assert len(keys) == 3 and len(set(keys)) == 3
+    assert result.dynamic_partitions_requests[0].partition_keys == keys
+    counts = dict(res["store"].query("SELECT batch_key, count(*) FROM audio_files GROUP BY 1"))
+    assert [counts[k] for k in keys] == [5000, 5000, 2000]
+
+
+def test_young_files_wait_for_the_next_tick(res, home, instance):
+    res["new_files"] = NewFilesSettings(min_age_s=60)
+    drop(home / "stage", "a.flac")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    found = discover_new_files(res["stage"], res["store"], ScanCursor(), res["new_files"], now)
+    assert found.batches == {}
+    later = discover_new_files(
+        res["stage"], res["store"], found.cursor, res["new_files"], now + dt.timedelta(seconds=120)
+    )
+    assert [f.path for files in later.batches.values() for f in files] == ["a.flac"]
+
+
+def test_stranded_batch_from_a_dead_tick_is_re_emitted(res, home, instance):
+    drop(home / "stage", "x.flac")
+    # A tick that registered its files and then died: no partition, no cursor.
+    found = discover_new_files(res["stage"], res["store"], ScanCursor(), res["new_files"])
+    (key,) = found.batches
+    result = tick(build_new_stage_files_sensor(), res, instance)
+    assert [r.partition_key for r in result.run_requests] == [key]
+    assert result.dynamic_partitions_requests[0].partition_keys == [key]
+
+
+def test_schedule_registers_and_requests_like_the_sensor(res, home, instance):
+    drop(home / "stage", "s.flac")
+    ctx = dg.build_schedule_context(instance=instance, resources=res)
+    requests = transcribe_new_files_schedule(ctx)
+    assert len(requests) == 1
+    assert instance.get_dynamic_partitions(transcript_batches.name) == [requests[0].partition_key]
+
+
+def test_sensor_is_running_by_default_and_targets_the_job():
+    defs = build_definitions(make_resources(SAMPLE_TREE.parent / "unused"))
+    sensor = defs.get_sensor_def("new_stage_files_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 60
+    assert sensor.job_name == "transcribe_new_files"
+    schedule = defs.get_schedule_def("transcribe_new_files_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
