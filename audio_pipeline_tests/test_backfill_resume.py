@@ -1,0 +1,135 @@
+"""Single-run backfills and resume after a killed job, with real Ray, DuckDB and tiny.en."""
+
+import shutil
+import threading
+import time
+
+import dagster as dg
+import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from audio_pipeline.definitions import ASSETS
+from audio_pipeline.partitions import transcript_batches
+from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
+
+from .conftest import SAMPLE_TREE, make_resources
+
+pytestmark = pytest.mark.slow
+
+ODD = ["with space", "quote'\"s", "semi;colon", "ünïcødé-日本", "-leading-dash"]
+
+
+def stage_sample(home, odd_names=False):
+    stage = home / "stage" / "drop"
+    stage.mkdir(parents=True)
+    for i, flac in enumerate(sorted(SAMPLE_TREE.glob("*/*/*.flac"))):
+        name = f"{ODD[i]} {flac.name}" if odd_names and i < len(ODD) else flac.name
+        shutil.copyfile(flac, stage / name)
+
+
+def sensor_batches(res, instance, cap):
+    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_batch=cap)
+    ctx = dg.build_sensor_context(instance=instance, resources=res)
+    result = build_new_stage_files_sensor()(ctx)
+    keys = [r.partition_key for r in result.run_requests]
+    instance.add_dynamic_partitions(transcript_batches.name, keys)
+    return keys
+
+
+def ray_jobs(compute):
+    return JobSubmissionClient(compute.dashboard_url).list_jobs()
+
+
+def test_backfill_of_three_partitions_is_one_job_over_their_union(home, instance, ray_compute):
+    res = make_resources(home, ray_compute=ray_compute)
+    stage_sample(home, odd_names=True)
+    keys = sensor_batches(res, instance, cap=8)
+    assert len(keys) == 3
+    jobs_before = len(ray_jobs(ray_compute))
+    result = dg.materialize(
+        ASSETS,
+        selection=["transcripts"],
+        resources=res,
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+    )
+    assert result.success
+    assert len(ray_jobs(ray_compute)) == jobs_before + 1
+    meta = result.asset_materializations_for_node("transcripts")
+    assert {m.partition for m in meta} == set(keys)
+    assert meta[0].metadata["files"].value == 22 and meta[0].metadata["ok"].value == 22
+    rows = res["store"].query(
+        "SELECT batch_key, count(*), count(DISTINCT run_id) "
+        "FROM transcripts WHERE status = 'ok' GROUP BY 1 ORDER BY 1"
+    )
+    assert [(k, n) for k, n, _ in rows] == [(keys[0], 8), (keys[1], 8), (keys[2], 6)]
+    assert {r[2] for r in rows} == {1}
+    odd = res["store"].query(
+        "SELECT count(*) FROM transcripts WHERE file_path LIKE 'drop/%;%' "
+        "OR file_path LIKE 'drop/-%' OR file_path LIKE '%日本%'"
+    )
+    assert odd == [(3,)]
+
+
+def test_killed_job_keeps_its_rows_and_the_rerun_does_the_rest(home, instance, ray_compute):
+    res = make_resources(home, ray_compute=ray_compute)
+    stage_sample(home)
+    (key,) = sensor_batches(res, instance, cap=5000)
+    outcome = {}
+
+    def run():
+        outcome["result"] = dg.materialize(
+            ASSETS,
+            selection=["transcripts"],
+            partition_key=key,
+            resources=res,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"transcripts": {"config": {"batch_size": 4}}}},
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    client = JobSubmissionClient(ray_compute.dashboard_url)
+    deadline = time.monotonic() + 240
+    killed = None
+    while time.monotonic() < deadline and thread.is_alive():
+        written = res["store"].query("SELECT count(*) FROM transcripts")[0][0]
+        if written >= 4:
+            running = [j for j in client.list_jobs() if j.status == JobStatus.RUNNING]
+            for job in running:
+                client.stop_job(job.submission_id)
+            killed = written
+            break
+        time.sleep(0.2)
+    thread.join(timeout=240)
+    assert killed is not None, "the job finished before it could be killed"
+    assert not outcome["result"].success  # Dagster sees the failure
+    before = dict(
+        (r[0], r[1:])
+        for r in res["store"].query(
+            "SELECT file_path, run_id, transcribed_at, text FROM transcripts"
+        )
+    )
+    assert 4 <= len(before) < 22
+
+    rerun = dg.materialize(
+        ASSETS, selection=["transcripts"], partition_key=key, resources=res, instance=instance
+    )
+    assert rerun.success
+    meta = rerun.asset_materializations_for_node("transcripts")[0].metadata
+    assert meta["files"].value == 22 - len(before)
+    after = {
+        r[0]: r[1:]
+        for r in res["store"].query(
+            "SELECT file_path, run_id, transcribed_at, text FROM transcripts"
+        )
+    }
+    assert len(after) == 22
+    assert res["store"].query("SELECT count(*), count(DISTINCT file_path) FROM transcripts") == [
+        (22, 22)
+    ]
+    assert all(after[p] == before[p] for p in before)  # earlier rows untouched
