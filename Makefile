@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(AUDIO_PIPELINE_HOME)/dagster
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: help install demo test test-fast dev stop lint format sample-corpus clean
+.PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor
 
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
@@ -19,6 +19,7 @@ help:
 	@echo "make dev      Dagster UI on http://127.0.0.1:3000"
 	@echo "make stop     stop the local Ray head this project started"
 	@echo "make lint     ruff"
+	@echo "make bench-sensor  time one sensor tick on a 100,000-file stage with 100 new files"
 
 install: $(VENV)/.installed
 
@@ -52,6 +53,9 @@ lint: install
 format: install
 	$(BIN)/ruff format audio_pipeline audio_pipeline_tests
 	$(BIN)/ruff check --fix audio_pipeline audio_pipeline_tests
+
+bench-sensor: install
+	$(BIN)/python -m audio_pipeline.bench.sensor --files 100000 --new 100
 
 sample-corpus: install
 	$(BIN)/python -m audio_pipeline.sample_corpus

@@ -68,17 +68,44 @@ class LocalStage(AudioStage):
         return full
 
     def list_files(self, prefix: str = "") -> Iterator[StageFile]:
+        return self.list_new_files(None, prefix)
+
+    def list_new_files(self, since: datetime | None, prefix: str = "") -> Iterator[StageFile]:
+        """Walk the folder; with ``since``, stat files only in directories changed after it.
+
+        Adding or renaming a file updates its directory's modification time, so a directory
+        older than ``since`` holds no new file and its files need no ``stat``. Subdirectories
+        are still descended (their own times decide).
+        """
         base = self._resolve(prefix) if prefix else self.root_path
-        if not base.exists():
+        if not base.is_dir():
             return
-        for dirpath, _, names in os.walk(base):
-            for name in names:
-                if not name.lower().endswith(SUPPORTED_EXTENSIONS) or name.startswith(".tmp-"):
+        cutoff = since.replace(tzinfo=UTC).timestamp() if since else None
+        stack = [base]
+        while stack:
+            folder = stack.pop()
+            try:
+                changed = cutoff is None or folder.stat().st_mtime > cutoff
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
                     continue
-                full = Path(dirpath) / name
-                st = full.stat()
+                name = entry.name
+                if not changed or name.startswith(".tmp-"):
+                    continue
+                if not name.lower().endswith(SUPPORTED_EXTENSIONS):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if cutoff is not None and st.st_mtime <= cutoff:
+                    continue
                 yield StageFile(
-                    path=full.relative_to(self.root_path).as_posix(),
+                    path=Path(entry.path).relative_to(self.root_path).as_posix(),
                     size_bytes=st.st_size,
                     last_modified=datetime.fromtimestamp(st.st_mtime, UTC).replace(tzinfo=None),
                 )
