@@ -20,7 +20,12 @@ def _instance():
     import dagster as dg
 
     if os.environ.get("DAGSTER_HOME"):
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+        home = os.environ["DAGSTER_HOME"]
+        os.makedirs(home, exist_ok=True)
+        config = os.path.join(home, "dagster.yaml")
+        if not os.path.exists(config):  # no telemetry: nothing leaves this machine
+            with open(config, "w") as f:
+                f.write("telemetry:\n  enabled: false\n")
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
