@@ -45,10 +45,8 @@ def librispeech_audio(
     if not utterances:
         raise dg.Failure(f"{tree} holds no <speaker>/<chapter>/*.flac files")
     batch_key = librispeech_batch_key(subset)
-    copied = 0
     rows, total_bytes, audio_s = [], 0, 0.0
-    for i, utt in enumerate(utterances, 1):
-        copied += stage.put_file(utt.audio, utt.relative_path)
+    for utt in utterances:
         size = os.path.getsize(utt.audio)
         total_bytes += size
         audio_s += sf.info(str(utt.audio)).duration
@@ -62,10 +60,15 @@ def librispeech_audio(
                 "source": f"librispeech:{subset}",
             }
         )
-        if i % 1000 == 0:
-            context.log.info(f"staged {i}/{len(utterances)} files")
+    # Register before copying: the new-file sensor must never claim these files for a batch
+    # of its own while the copy is under way. The batch becomes a partition only at the end.
     store.ensure_tables()
     store.register_files(rows)
+    copied = 0
+    for i, utt in enumerate(utterances, 1):
+        copied += stage.put_file(utt.audio, utt.relative_path)
+        if i % 1000 == 0:
+            context.log.info(f"staged {i}/{len(utterances)} files")
     references = [
         {"utterance_id": u, "file_path": p, "text": t}
         for u, p, t in librispeech.iter_references(tree)
