@@ -1,5 +1,7 @@
 """Transcripts of a batch of stage files, produced by a remote job through Dagster Pipes."""
 
+from dataclasses import asdict
+
 import dagster as dg
 from pydantic import Field
 
@@ -8,6 +10,7 @@ from ..partitions import transcript_batches
 from ..resources.compute import TranscriptionCompute
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
+from ..transcription.quality import CheckThresholds, evaluate_checks
 from .compute_pool import transcription_compute_pool
 from .ingest import librispeech_audio
 
@@ -28,6 +31,33 @@ class TranscriptsConfig(dg.Config):
     actors: int | None = Field(default=None, ge=1)
     threads_per_actor: int | None = Field(default=None, ge=1)
     max_file_mb: int = Field(default=512, ge=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="error_rate check")
+    max_wer: float = Field(default=0.25, ge=0, description="wer check, where references exist")
+    max_flagged_rate: float = Field(default=0.05, ge=0, le=1, description="hallucinations check")
+
+    def thresholds(self) -> CheckThresholds:
+        return CheckThresholds(self.max_error_rate, self.max_wer, self.max_flagged_rate)
+
+
+CHECK_DESCRIPTIONS: dict[str, str] = {
+    "completeness": "Every manifest file of the partition has a transcript row for the model.",
+    "error_rate": "The share of error rows is at most max_error_rate.",
+    "wer": "Corpus WER against reference transcripts is at most max_wer (where references exist).",
+    "hallucinations": "The share of rows flagged by the hallucination heuristics (compression "
+    "ratio > 2.4, repeated n-grams, text on silent audio) is at most max_flagged_rate.",
+}
+
+
+def check_results(outcomes) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            check_name=o.name,
+            passed=o.passed,
+            severity=dg.AssetCheckSeverity(o.severity),
+            metadata=o.metadata,
+        )
+        for o in outcomes
+    ]
 
 
 @dg.asset(
@@ -39,6 +69,10 @@ class TranscriptsConfig(dg.Config):
     ],
     group_name="transcription",
     kinds={"ray", "whisper"},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="transcripts", description=text)
+        for name, text in CHECK_DESCRIPTIONS.items()
+    ],
 )
 def transcripts(
     context: dg.AssetExecutionContext,
@@ -61,6 +95,7 @@ def transcripts(
             f"{', '.join(batch_keys)} have a transcript for {model_id}"
         )
         return dg.MaterializeResult(
+            check_results=check_results(evaluate_checks(report, config.thresholds())),
             metadata={
                 "status": "cached",
                 "files": 0,
@@ -68,7 +103,7 @@ def transcripts(
                 "ok": report.ok,
                 "errors": report.errors,
                 "model_id": model_id,
-            }
+            },
         )
     context.log.info(f"{len(pending)} file(s) to transcribe with {model_id} ({engine})")
     pool = compute.ensure_pool(log=context.log)
@@ -92,6 +127,7 @@ def transcripts(
         "actors": config.actors,
         "threads_per_actor": config.threads_per_actor,
         "max_file_bytes": config.max_file_mb * 1024 * 1024,
+        "checks": asdict(config.thresholds()),
     }
     invocation = compute.run_payload(context, extras={"job": job, "partition_keys": batch_keys})
     result = invocation.get_materialize_result()

@@ -23,8 +23,7 @@ from ..sensors import NewFilesSettings, build_new_stage_files_sensor
 
 def _tick(sensor, resources, instance, cursor):
     started = time.perf_counter()
-    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
-                                            resources=resources))
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
     elapsed = time.perf_counter() - started
     keys = [r.partition_key for r in result.run_requests]
     if keys:
@@ -78,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
         result = run(args.files, args.new, Path(tmp))
     print(json.dumps(result, indent=2))
-    print(f"\nsensor tick on {result['stage_files']:,} files with {args.new} new: "
-          f"{result['tick_s']:.2f} s (goal < 2 s: {'met' if result['goal_met'] else 'MISSED'})")
+    print(
+        f"\nsensor tick on {result['stage_files']:,} files with {args.new} new: "
+        f"{result['tick_s']:.2f} s (goal < 2 s: {'met' if result['goal_met'] else 'MISSED'})"
+    )
     return 0
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import dagster as dg
 
-from ..transcription import quality
+from ..transcription.quality import BatchReport
 from ..transcription.sinks import DuckDBSink, PendingFile
 
 AUDIO_FILE_COLUMNS = (
@@ -21,19 +20,6 @@ AUDIO_FILE_COLUMNS = (
     "source",
 )
 REFERENCE_COLUMNS = ("utterance_id", "file_path", "text")
-
-
-@dataclass
-class BatchReport:
-    files: int = 0
-    transcribed: int = 0
-    ok: int = 0
-    errors: int = 0
-    audio_s: float = 0.0
-    wer: float | None = None
-    wer_files: int = 0
-    samples: list[dict] = field(default_factory=list)
-    error_samples: list[dict] = field(default_factory=list)
 
 
 class TranscriptStore(dg.ConfigurableResource, ABC):
@@ -117,38 +103,7 @@ class DuckDBStore(TranscriptStore):
         return self._sink().pending_files(batch_keys, model_id, force, retry_errors)
 
     def batch_report(self, batch_keys, model_id):
-        query = """
-            SELECT f.file_path, f.batch_key, t.status, t.error, t.text, t.duration_s, r.text
-            FROM audio_files AS f
-            LEFT JOIN transcripts AS t ON t.file_path = f.file_path AND t.model_id = $model_id
-            LEFT JOIN reference_transcripts AS r ON r.file_path = f.file_path
-            WHERE list_contains($batch_keys, f.batch_key)
-            ORDER BY f.file_path
-        """
-        with self._sink().connect(read_only=False) as con:
-            rows = con.execute(
-                query, {"model_id": model_id, "batch_keys": list(batch_keys)}
-            ).fetchall()
-        report = BatchReport(files=len(rows))
-        pairs = []
-        for path, _, status, error, text, duration, ref in rows:
-            if status is None:
-                continue
-            report.transcribed += 1
-            report.audio_s += duration or 0.0
-            if status == "ok":
-                report.ok += 1
-                if ref is not None:
-                    pairs.append((ref, text or ""))
-                if len(report.samples) < 5:
-                    report.samples.append({"file_path": path, "text": text, "reference": ref})
-            else:
-                report.errors += 1
-                if len(report.error_samples) < 5:
-                    report.error_samples.append({"file_path": path, "error": error})
-        report.wer = quality.corpus_wer(pairs)
-        report.wer_files = len(pairs)
-        return report
+        return self._sink().batch_report(batch_keys, model_id)
 
     def query(self, sql: str, params: dict | None = None) -> list[tuple]:
         with self._sink().connect() as con:

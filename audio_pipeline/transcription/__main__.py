@@ -25,22 +25,7 @@ def _markdown_preview(rows: list[dict]) -> str:
 
 
 def summary_metadata(summary: JobSummary) -> dict:
-    meta: dict = {
-        "files": summary.files,
-        "ok": summary.ok,
-        "errors": summary.errors,
-        "audio_seconds": round(summary.audio_s, 2),
-        "audio_hours": round(summary.audio_s / 3600, 4),
-        "wall_seconds": round(summary.wall_s, 2),
-        "x_real_time": round(summary.x_real_time, 2),
-        "model_id": summary.model_id,
-        "engine": summary.engine,
-        "actors": summary.actors,
-        "threads_per_actor": summary.threads_per_actor,
-        "wer_files": summary.wer_files,
-    }
-    if summary.wer is not None:
-        meta["wer"] = round(summary.wer, 4)
+    meta: dict = summary.metadata()
     if summary.preview:
         meta["preview"] = {"raw_value": _markdown_preview(summary.preview), "type": "md"}
     if summary.error_samples:
@@ -61,6 +46,13 @@ def run_with_pipes(pipes: PipesContext) -> JobSummary:
     settings = prepare(JobSettings.from_extras(pipes.get_extra("job")))
     summary = run_job(settings, log_fn=pipes.log.info)
     pipes.report_asset_materialization(metadata=summary_metadata(summary))
+    for check in summary.checks:
+        pipes.report_asset_check(
+            check_name=check.name,
+            passed=check.passed,
+            severity=check.severity,
+            metadata=check.metadata,
+        )
     return summary
 
 

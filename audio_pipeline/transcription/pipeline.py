@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import quality
-from .audio import AudioDecodeError, decode_audio
-from .engine import DecodingOptions, load_engine
+from .audio import SILENCE_DBFS, AudioDecodeError, decode_audio
+from .engine import DecodingOptions, Transcription, load_engine
 from .sinks import PendingFile, open_sink
 from .sources import open_source
 
@@ -49,11 +49,13 @@ class JobSettings:
     max_file_bytes: int = 512 * 1024 * 1024
     max_duration_s: float = 4 * 3600.0
     decode_batch_size: int = 4
+    checks: quality.CheckThresholds = field(default_factory=quality.CheckThresholds)
 
     @classmethod
     def from_extras(cls, extras: dict) -> JobSettings:
         data = dict(extras)
         data["decoding"] = DecodingOptions(**(data.get("decoding") or {}))
+        data["checks"] = quality.CheckThresholds(**(data.get("checks") or {}))
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
@@ -66,6 +68,7 @@ class JobSummary:
     files: int = 0
     ok: int = 0
     errors: int = 0
+    flagged: int = 0
     audio_s: float = 0.0
     wall_s: float = 0.0
     wer: float | None = None
@@ -76,6 +79,7 @@ class JobSummary:
     threads_per_actor: int = 0
     error_samples: list[str] = field(default_factory=list)
     preview: list[dict] = field(default_factory=list)
+    checks: list[quality.CheckOutcome] = field(default_factory=list)
 
     @property
     def x_real_time(self) -> float:
@@ -84,29 +88,48 @@ class JobSummary:
     def as_dict(self) -> dict:
         return asdict(self) | {"x_real_time": self.x_real_time}
 
+    def metadata(self) -> dict:
+        """Plain values for the materialization (no preview, no checks)."""
+        keys = ("files", "ok", "errors", "flagged", "actors", "threads_per_actor", "wer_files")
+        meta = {k: getattr(self, k) for k in keys}
+        meta |= {
+            "audio_seconds": round(self.audio_s, 2),
+            "audio_hours": round(self.audio_s / 3600, 4),
+            "wall_seconds": round(self.wall_s, 2),
+            "x_real_time": round(self.x_real_time, 2),
+            "model_id": self.model_id,
+            "engine": self.engine,
+        }
+        if self.wer is not None:
+            meta["wer"] = round(self.wer, 4)
+        return meta
+
 
 def decode_batch(
     batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
 ) -> dict[str, np.ndarray]:
     """Read and decode each file; a failure becomes an ``error`` value, never an exception."""
     source = open_source(source_spec)
-    pcm, durations, errors = [], [], []
+    pcm, durations, levels, errors = [], [], [], []
     for path in batch["file_path"]:
         try:
             data = source.read_bytes(str(path), max_bytes=max_file_bytes)
             audio = decode_audio(data, str(path), max_duration_s=max_duration_s)
             pcm.append(audio.samples.tobytes())
             durations.append(audio.duration_s)
+            levels.append(audio.rms_dbfs)
             errors.append("")
-        except (AudioDecodeError, OSError, ValueError) as exc:
+        except (AudioDecodeError, OSError, ValueError, MemoryError) as exc:
             pcm.append(b"")
             durations.append(0.0)
+            levels.append(-200.0)
             errors.append(f"{type(exc).__name__}: {exc}")
     return {
         "file_path": batch["file_path"],
         "batch_key": batch["batch_key"],
         "pcm": np.array(pcm, dtype=object),
         "duration_s": np.array(durations, dtype=np.float64),
+        "rms_dbfs": np.array(levels, dtype=np.float64),
         "decode_error": np.array(errors, dtype=object),
     }
 
@@ -128,7 +151,7 @@ class Transcriber:
         self.model_id = model_id
         self.run_id = run_id
 
-    def _row(self, path, batch_key, duration, status, error=None, result=None) -> dict:
+    def _row(self, path, batch_key, duration, status, error=None, result=None, flags=()) -> dict:
         return {
             "file_path": str(path),
             "model_id": self.model_id,
@@ -139,6 +162,7 @@ class Transcriber:
             "language": result.language if result else None,
             "duration_s": float(duration),
             "segments": result.segments_as_dicts() if result else [],
+            "quality_flags": list(flags),
             "run_id": self.run_id,
             "batch_key": str(batch_key),
             "transcribed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
@@ -149,7 +173,17 @@ class Transcriber:
         rows: list[dict | None] = [None] * n
         good = []
         for i in range(n):
-            if batch["decode_error"][i]:
+            if not batch["decode_error"][i] and batch["rms_dbfs"][i] < SILENCE_DBFS:
+                # Whisper invents text on silence; there is nothing to transcribe.
+                rows[i] = self._row(
+                    batch["file_path"][i],
+                    batch["batch_key"][i],
+                    batch["duration_s"][i],
+                    "ok",
+                    result=Transcription("", None),
+                    flags=["silence"],
+                )
+            elif batch["decode_error"][i]:
                 rows[i] = self._row(
                     batch["file_path"][i],
                     batch["batch_key"][i],
@@ -184,6 +218,7 @@ class Transcriber:
                 batch["duration_s"][i],
                 "ok",
                 result=result,
+                flags=quality.hallucination_flags(result.text, float(batch["rms_dbfs"][i])),
             )
         return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
 
@@ -274,6 +309,8 @@ def _drain(ds, on_rows) -> int:
         for row in rows:
             segs = row.get("segments")
             row["segments"] = [dict(s) for s in segs] if segs is not None else []
+            flags = row.get("quality_flags")
+            row["quality_flags"] = [str(f) for f in flags] if flags is not None else []
         on_rows(rows)
         count += len(rows)
     return count
@@ -291,8 +328,12 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     )
     summary = JobSummary(model_id=settings.model_id or settings.model, engine=settings.engine)
     log_fn(f"{len(files)} file(s) to transcribe in batch(es) {', '.join(settings.batch_keys)}")
+    model_id = settings.model_id or settings.model
     if not files:
         summary.wall_s = time.perf_counter() - started
+        summary.checks = quality.evaluate_checks(
+            sink.batch_report(settings.batch_keys, model_id), settings.checks
+        )
         return summary
     references = sink.references([f.file_path for f in files])
     pairs: list[tuple[str, str]] = []
@@ -302,6 +343,7 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
         for row in rows:
             summary.files += 1
             summary.audio_s += row["duration_s"] or 0.0
+            summary.flagged += bool(row.get("quality_flags"))
             if row["status"] == "ok":
                 summary.ok += 1
                 if row["file_path"] in references:
@@ -325,4 +367,7 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     summary.wer_files = len(pairs)
     if summary.files != len(files):
         raise RuntimeError(f"{len(files)} files were planned but {summary.files} rows came back")
+    summary.checks = quality.evaluate_checks(
+        sink.batch_report(settings.batch_keys, model_id), settings.checks
+    )
     return summary

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..sql import load_sql
+from . import quality
+from .quality import BatchReport
 
 TRANSCRIPT_COLUMNS = (
     "file_path",
@@ -26,6 +28,7 @@ TRANSCRIPT_COLUMNS = (
     "language",
     "duration_s",
     "segments",
+    "quality_flags",
     "run_id",
     "batch_key",
     "transcribed_at",
@@ -54,6 +57,10 @@ class TranscriptSink(ABC):
 
     @abstractmethod
     def merge_transcripts(self, rows: Sequence[dict]) -> int: ...
+
+    @abstractmethod
+    def batch_report(self, batch_keys: Sequence[str], model_id: str) -> BatchReport:
+        """Counts, WER and samples for the batches' manifest files and their transcripts."""
 
 
 class DuckDBLockedError(RuntimeError):
@@ -134,8 +141,50 @@ class DuckDBSink(TranscriptSink):
         return len(rows)
 
     def merge_transcripts(self, rows):
-        prepared = [r | {"segments": json.dumps(r.get("segments") or [])} for r in rows]
+        prepared = [
+            r
+            | {
+                "segments": json.dumps(r.get("segments") or []),
+                "quality_flags": json.dumps(r.get("quality_flags") or []),
+            }
+            for r in rows
+        ]
         return self.merge_rows("merge_into_transcripts", prepared, TRANSCRIPT_COLUMNS)
+
+    def batch_report(self, batch_keys, model_id):
+        with self.connect() as con:
+            rows = con.execute(
+                load_sql("duckdb", "select_batch_report"),
+                {"model_id": model_id, "batch_keys": list(batch_keys)},
+            ).fetchall()
+        return build_report(rows)
+
+
+def build_report(rows) -> BatchReport:
+    """Fold ``select_batch_report`` rows into a :class:`BatchReport`."""
+    report = BatchReport(files=len(rows))
+    pairs = []
+    for path, status, error, text, duration, flags, reference in rows:
+        if status is None:
+            report.missing.append(path)
+            continue
+        report.transcribed += 1
+        report.audio_s += duration or 0.0
+        if json.loads(flags) if isinstance(flags, str) else flags:
+            report.flagged += 1
+        if status == "ok":
+            report.ok += 1
+            if reference is not None:
+                pairs.append((reference, text or ""))
+            if len(report.samples) < 5:
+                report.samples.append({"file_path": path, "text": text, "reference": reference})
+        else:
+            report.errors += 1
+            if len(report.error_samples) < 5:
+                report.error_samples.append({"file_path": path, "error": error})
+    report.wer = quality.corpus_wer(pairs)
+    report.wer_files = len(pairs)
+    return report
 
 
 def open_sink(spec: dict) -> TranscriptSink:

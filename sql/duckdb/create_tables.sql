@@ -22,8 +22,11 @@ CREATE TABLE IF NOT EXISTS transcripts (
     language       VARCHAR,
     duration_s     DOUBLE,
     segments       JSON,
+    quality_flags  JSON,
     run_id         VARCHAR,
     batch_key      VARCHAR,
     transcribed_at TIMESTAMP NOT NULL,
     PRIMARY KEY (file_path, model_id)
 );
+-- Tables created by earlier versions gain the columns added since.
+ALTER TABLE transcripts ADD COLUMN IF NOT EXISTS quality_flags JSON;
