@@ -36,7 +36,11 @@ def dagster_dev(tmp_path):
     # dagster dev ignores SIGTERM when backgrounded: own session, stopped by PID (process group).
     proc = subprocess.Popen(
         [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -69,8 +73,14 @@ def test_ui_shows_the_three_assets_and_the_running_sensor(dagster_dev):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{dagster_dev}/assets/transcripts?view=lineage&lineageScope=upstream")
@@ -84,12 +94,13 @@ def test_ui_shows_the_three_assets_and_the_running_sensor(dagster_dev):
 
         page.goto(f"{dagster_dev}/overview/automation")
         page.get_by_text("new_stage_files_sensor", exact=True).first.wait_for(timeout=60_000)
-        page.get_by_text("transcribe_new_files_schedule", exact=True).first.wait_for(
-            timeout=60_000)
+        page.get_by_text("transcribe_new_files_schedule", exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "automation.png"))
 
-        page.goto(f"{dagster_dev}/locations/audio_pipeline.definitions:defs/sensors/"
-                  "new_stage_files_sensor")
+        page.goto(
+            f"{dagster_dev}/locations/audio_pipeline.definitions:defs/sensors/"
+            "new_stage_files_sensor"
+        )
         page.get_by_text("Running", exact=True).first.wait_for(timeout=60_000)
         page.get_by_text("Cursor").first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "sensor.png"))

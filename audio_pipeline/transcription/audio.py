@@ -118,21 +118,24 @@ def decode_audio(
         samples, rate, channels = _decode_with_pyav(data, name, max_duration_s)
         return _finish(samples[:, 0], SAMPLE_RATE, rate, channels, name)
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            rate, channels, frames = f.samplerate, f.channels, f.frames
-            if max_duration_s is not None and frames > max_duration_s * rate:
-                raise AudioDecodeError(
-                    f"{name}: {frames / rate:.0f} s of audio exceeds the "
-                    f"{max_duration_s:.0f} s limit"
-                )
-            samples = f.read(dtype="float32", always_2d=True)
-    except AudioDecodeError:
-        raise
-    except Exception as exc:  # libsndfile reports corrupt and unknown data alike
+        f = sf.SoundFile(io.BytesIO(data))
+    except Exception as exc:  # libsndfile reports unknown and corrupt headers alike
         reason = str(exc).split(": ", 1)[-1]
         raise AudioDecodeError(
             f"{name}: cannot decode audio ({reason}); supported formats: {SUPPORTED_FORMATS}"
         ) from exc
+    with f:
+        rate, channels, frames = f.samplerate, f.channels, f.frames
+        if max_duration_s is not None and frames > max_duration_s * rate:
+            raise AudioDecodeError(
+                f"{name}: {frames / rate:.0f} s of audio exceeds the {max_duration_s:.0f} s limit"
+            )
+        try:
+            samples = f.read(dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioDecodeError(
+                f"{name}: the {f.format} audio data is truncated or corrupt ({exc})"
+            ) from exc
     mono = samples.mean(axis=1) if channels > 1 else samples[:, 0]
     return _finish(mono, rate, rate, channels, name)
 

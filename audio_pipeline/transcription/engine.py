@@ -186,11 +186,20 @@ class TransformersEngine(WhisperEngine):
 
 
 class CTranslate2Engine(WhisperEngine):
+    """faster-whisper on CTranslate2 weights (int8 on CPU, float16 on GPU).
+
+    Clips up to 30 s are batched: their log-mel features are encoded together and decoded
+    with one greedy ``generate`` call, which faster-whisper's own loop does one file at a time.
+    Longer clips go through faster-whisper's sequential long-form transcription.
+    """
+
     name = "ctranslate2"
 
     def __init__(self, *args, compute_type: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         device = "cuda" if self.device.startswith("cuda") else "cpu"
         self.compute_type = compute_type or ("float16" if device == "cuda" else "int8")
@@ -200,24 +209,82 @@ class CTranslate2Engine(WhisperEngine):
             compute_type=self.compute_type,
             cpu_threads=self.threads or os.cpu_count() or 1,
         )
+        multilingual = self.model.model.is_multilingual
+        self.tokenizer = Tokenizer(
+            self.model.hf_tokenizer,
+            multilingual,
+            task=self.options.task,
+            language=(self.options.language or "en") if multilingual else "en",
+        )
+        self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
 
     def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
+        results: list[Transcription | None] = [None] * len(audios)
+        short = [i for i, a in enumerate(audios) if len(a) <= CHUNK_S * SAMPLE_RATE]
+        bs = max(1, self.options.batch_size)
+        for start in range(0, len(short), bs):
+            idx = short[start : start + bs]
+            for i, r in zip(idx, self._transcribe_short([audios[i] for i in idx]), strict=True):
+                results[i] = r
+        for i in (i for i in range(len(audios)) if results[i] is None):
+            results[i] = self._transcribe_long(audios[i])
+        return [r for r in results if r is not None]
+
+    def _transcribe_short(self, audios: list[np.ndarray]) -> list[Transcription]:
+        from faster_whisper.audio import pad_or_trim
+
         o = self.options
-        results = []
-        for audio in audios:
-            segments, info = self.model.transcribe(
-                audio,
-                beam_size=o.num_beams,
-                language=o.language if self.model.model.is_multilingual else None,
-                task=o.task,
-                without_timestamps=not o.return_timestamps,
-                condition_on_previous_text=True,
-                vad_filter=False,
-            )
-            segs = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
-            text = " ".join(s.text for s in segs if s.text).strip()
-            results.append(Transcription(text, info.language, segs if o.return_timestamps else []))
-        return results
+        fe = self.model.feature_extractor
+        features = np.stack([pad_or_trim(fe(a)[..., :-1]) for a in audios])
+        encoded = self.model.encode(features)
+        prompt = self.model.get_prompt(
+            self.tokenizer, [], without_timestamps=not o.return_timestamps
+        )
+        outputs = self.model.model.generate(
+            encoded,
+            [list(prompt) for _ in audios],
+            beam_size=o.num_beams,
+            max_length=min(self.model.max_length, len(prompt) + (o.max_new_tokens or 448)),
+            suppress_blank=True,
+            suppress_tokens=self.suppress,
+            max_initial_timestamp_index=50,
+        )
+        return [self._to_transcription(out.sequences_ids[0]) for out in outputs]
+
+    def _to_transcription(self, tokens: list[int]) -> Transcription:
+        tok = self.tokenizer
+        begin = tok.timestamp_begin
+        text = tok.decode([t for t in tokens if t < tok.eot]).strip()
+        segments, current, start = [], [], 0.0
+        for t in tokens:
+            if t >= begin:
+                stamp = (t - begin) * 0.02
+                if current:
+                    segments.append(Segment(start, stamp, tok.decode(current).strip()))
+                    current = []
+                start = stamp
+            elif t < tok.eot:
+                current.append(t)
+        if current:  # no closing timestamp: the segment runs to the end
+            segments.append(Segment(start, start, tok.decode(current).strip()))
+        language = self.options.language if self.model.model.is_multilingual else "en"
+        return Transcription(text, language, segments if self.options.return_timestamps else [])
+
+    def _transcribe_long(self, audio: np.ndarray) -> Transcription:
+        o = self.options
+        multilingual = self.model.model.is_multilingual
+        segments, info = self.model.transcribe(
+            audio,
+            beam_size=o.num_beams,
+            language=o.language if multilingual else None,
+            task=o.task,
+            without_timestamps=not o.return_timestamps,
+            condition_on_previous_text=True,
+            vad_filter=False,
+        )
+        segs = [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
+        text = " ".join(s.text for s in segs if s.text).strip()
+        return Transcription(text, info.language, segs if o.return_timestamps else [])
 
 
 ENGINES = {"transformers": TransformersEngine, "ctranslate2": CTranslate2Engine}

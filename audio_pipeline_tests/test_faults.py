@@ -1,0 +1,92 @@
+"""Faults: a locked DuckDB file, a Ray worker killed mid-job."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from audio_pipeline.definitions import ASSETS
+from audio_pipeline.transcription.sinks import DuckDBLockedError, DuckDBSink
+
+from .conftest import make_resources
+from .test_backfill_resume import sensor_batches, stage_sample
+
+
+def hold_lock(path, seconds):
+    code = (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(float(sys.argv[2]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_locked_duckdb_gives_a_clear_error_then_retries_through(tmp_path):
+    path = tmp_path / "w.duckdb"
+    DuckDBSink(path).ensure_tables()
+    holder = hold_lock(path, 4)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DuckDBLockedError, match="stayed locked by another process for 1 s"):
+            DuckDBSink(path, lock_timeout_s=1).pending_files(["b"], "m")
+        assert time.monotonic() - started < 3
+        # A patient sink waits for the other process and then works.
+        assert DuckDBSink(path, lock_timeout_s=30).pending_files(["b"], "m") == []
+        assert time.monotonic() - started >= 3
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_mid_job_is_restarted_and_every_file_lands_once(
+    home, instance, ray_compute
+):
+    from ray.util.state import list_actors
+
+    res = make_resources(home, ray_compute=ray_compute)
+    stage_sample(home)
+    (key,) = sensor_batches(res, instance, cap=5000)
+    outcome = {}
+
+    def run():
+        outcome["result"] = dg.materialize(
+            ASSETS,
+            selection=["transcripts"],
+            partition_key=key,
+            resources=res,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"transcripts": {"config": {"batch_size": 4}}}},
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        if res["store"].query("SELECT count(*) FROM transcripts")[0][0] >= 4:
+            actors = list_actors(
+                address=ray_compute.dashboard_url, filters=[("state", "=", "ALIVE")]
+            )
+            workers = [a for a in actors if "Transcriber" in (a.class_name or "")]
+            for actor in workers:
+                # The worker process of the Whisper actor: this test's own Ray cluster.
+                subprocess.run(["kill", "-9", str(actor.pid)], check=False)
+                killed = actor.pid
+        time.sleep(0.2)
+    thread.join(timeout=300)
+    assert killed, "no Whisper actor was found to kill"
+    result = outcome["result"]
+    assert result.success, "the job should survive the loss of a worker"
+    meta = result.asset_materializations_for_node("transcripts")[0].metadata
+    assert meta["files"].value == 22 and meta["ok"].value == 22
+    assert res["store"].query("SELECT count(*), count(DISTINCT file_path) FROM transcripts") == [
+        (22, 22)
+    ]
