@@ -90,3 +90,22 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_every_file_lands_once(
     assert res["store"].query("SELECT count(*), count(DISTINCT file_path) FROM transcripts") == [
         (22, 22)
     ]
+
+
+@pytest.mark.slow
+def test_ray_head_listens_on_loopback_only(ray_compute):
+    import psutil
+
+    nodes = ray_compute._nodes()
+    assert [n["node_ip"] for n in nodes] == ["127.0.0.1"]
+    pid = int(ray_compute.pid_file.read_text())
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    listening = [
+        c.laddr
+        for p in tree
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening, "the Ray head should listen on some port"
+    assert {addr.ip for addr in listening} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
+    assert any(addr.port == ray_compute.dashboard_port for addr in listening)

@@ -161,7 +161,13 @@ class LocalRayCompute(TranscriptionCompute):
             cmd.append(f"--num-cpus={self.num_cpus}")
         if self.num_gpus is not None:
             cmd.append(f"--num-gpus={self.num_gpus}")
-        env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = os.environ | {
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # A single-machine cluster: bind and advertise loopback, not the host's address
+            # (Ray otherwise replaces 127.0.0.1 by the host IP, for other nodes' sake).
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        }
         env.pop("RAY_ADDRESS", None)
         log_path = self.state_dir / f"head-{self.dashboard_port}.log"
         if log:
