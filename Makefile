@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(AUDIO_PIPELINE_HOME)/dagster
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor
+.PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor bench badcorpus
 
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
@@ -54,6 +54,12 @@ lint: install
 format: install
 	$(BIN)/ruff format audio_pipeline audio_pipeline_tests
 	$(BIN)/ruff check --fix audio_pipeline audio_pipeline_tests
+
+bench: install
+	$(BIN)/python -m audio_pipeline.bench.throughput --rounds 3 --out bench/results.json
+
+badcorpus: install
+	$(BIN)/python -m audio_pipeline.badcorpus
 
 bench-sensor: install
 	$(BIN)/python -m audio_pipeline.bench.sensor --files 100000 --new 100
