@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from .. import snowflake_sql
 from ..transcription import quality
-from ..transcription.sinks import DuckDBSink, PendingFile
+from ..transcription.sinks import DuckDBSink, PendingFile, SnowflakeSink
+from .snowflake_connection import SnowflakeConnection
 
 AUDIO_FILE_COLUMNS = (
     "file_path",
@@ -157,3 +159,94 @@ class DuckDBStore(TranscriptStore):
 
 def segments_of(value: str | None) -> list[dict]:
     return json.loads(value) if value else []
+
+
+def report_from_rows(rows: Sequence[tuple]) -> BatchReport:
+    """A BatchReport from (path, batch, status, error, text, duration, reference) rows."""
+    report = BatchReport(files=len(rows))
+    pairs = []
+    for path, _, status, error, text, duration, ref in rows:
+        if status is None:
+            continue
+        report.transcribed += 1
+        report.audio_s += float(duration or 0.0)
+        if status == "ok":
+            report.ok += 1
+            if ref is not None:
+                pairs.append((ref, text or ""))
+            if len(report.samples) < 5:
+                report.samples.append({"file_path": path, "text": text, "reference": ref})
+        else:
+            report.errors += 1
+            if len(report.error_samples) < 5:
+                report.error_samples.append({"file_path": path, "error": error})
+    report.wer = quality.corpus_wer(pairs)
+    report.wer_files = len(pairs)
+    return report
+
+
+class SnowflakeStore(TranscriptStore):
+    """``AUDIO_FILES``, ``REFERENCE_TRANSCRIPTS`` and ``TRANSCRIPTS`` in a Snowflake schema.
+
+    Writes go through a session-scoped temporary table and one MERGE (``sql/snowflake``); every
+    value is a bound parameter, every name a validated, quoted identifier.
+    """
+
+    connection: SnowflakeConnection
+
+    def _sink(self) -> SnowflakeSink:
+        database, schema = self.connection.schema_fqn
+        return SnowflakeSink(database, schema, connect=self.connection.connect)
+
+    def ensure_tables(self) -> None:
+        self._sink().ensure_tables()
+
+    def register_files(self, rows):
+        return self._sink().merge_rows(
+            "audio_files", rows, AUDIO_FILE_COLUMNS, "merge_into_audio_files"
+        )
+
+    def load_references(self, rows):
+        return self._sink().merge_rows(
+            "references", rows, REFERENCE_COLUMNS, "merge_into_reference_transcripts"
+        )
+
+    def unregistered(self, file_paths):
+        if not file_paths:
+            return []
+        sink = self._sink()
+        known: set[str] = set()
+        with self.connection.connect() as conn:
+            cur = conn.cursor()
+            for i in range(0, len(file_paths), 10_000):
+                chunk = snowflake_sql.json_list(file_paths[i : i + 10_000])
+                rows = snowflake_sql.execute(
+                    cur, "select_registered_files", {"file_paths": chunk}, **sink.names()
+                )
+                known.update(str(r[0]) for r in rows)
+        return [p for p in file_paths if p not in known]
+
+    def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
+        return self._sink().pending_files(batch_keys, model_id, force, retry_errors)
+
+    def batch_report(self, batch_keys, model_id):
+        sink = self._sink()
+        params = {"model_id": model_id, "batch_keys": snowflake_sql.json_list(batch_keys)}
+        with self.connection.connect() as conn:
+            rows = snowflake_sql.execute(
+                conn.cursor(), "select_batch_report", params, **sink.names()
+            )
+        return report_from_rows(rows)
+
+    def query(self, sql: str, params: dict | None = None) -> list[tuple]:
+        with self.connection.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+
+    def payload_spec(self) -> dict:
+        database, schema = self.connection.schema_fqn
+        return {"kind": "snowflake", "database": database, "schema": schema}
+
+    def describe(self) -> str:
+        return self.connection.describe()
