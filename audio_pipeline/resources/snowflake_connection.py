@@ -88,17 +88,23 @@ class SnowflakeConnection(dg.ConfigurableResource):
     @contextmanager
     def snowpark_session(self) -> Iterator:
         """A Snowpark session from the same settings (ML Jobs need one)."""
-        if self.resource is not None:
-            with self.resource.create_snowpark_session() as session:
-                yield session
-            return
         from snowflake.snowpark import Session
 
-        session = Session.builder.configs(self._named_args()).create()
+        if self.resource is not None:
+            # what SnowflakeResource.create_snowpark_session does, minus its failing-close error
+            args = dict(self.resource._connection_args)  # noqa: SLF001
+        else:
+            args = self._named_args()
+        session = Session.builder.configs(args).create()
         try:
             yield session
         finally:
-            session.close()
+            try:
+                session.close()
+            except Exception as exc:  # closing must not mask the job's outcome
+                dg.get_dagster_logger().warning(
+                    f"closing the Snowpark session failed: {type(exc).__name__}"
+                )
 
     def describe(self) -> str:
         return f"{self.database}.{self.schema_name}"

@@ -244,9 +244,9 @@ class SnowflakeSink(TranscriptSink):
         return {str(p): str(t) for p, t in rows}
 
 
-@contextmanager
-def payload_connection(database: str, schema: str) -> Iterator:
-    """The job's own connection inside Snowflake; no secret ever travels in the Pipes extras.
+def open_payload_connection(database: str, schema: str):
+    """``(connection, owned)``: the job's own connection inside Snowflake; no secret travels in
+    the Pipes extras. ``owned`` is False for the runtime's shared session connection.
 
     Order: the active Snowpark session of the container runtime; the SPCS OAuth token file
     (``/snowflake/session/token``, with ``SNOWFLAKE_HOST``/``SNOWFLAKE_ACCOUNT`` set by SPCS);
@@ -261,12 +261,11 @@ def payload_connection(database: str, schema: str) -> Iterator:
         from snowflake.snowpark.context import get_active_session
 
         conn = get_active_session().connection
-    except Exception:  # no container runtime session here
+    except Exception:  # no container runtime session in this process
         conn = None
     if conn is not None:
         conn.cursor().execute(use)
-        yield conn
-        return
+        return conn, False
     import snowflake.connector
 
     token_file = Path(os.environ.get("SNOWFLAKE_TOKEN_FILE", "/snowflake/session/token"))
@@ -293,9 +292,18 @@ def payload_connection(database: str, schema: str) -> Iterator:
             f"{token_file}) and SNOWFLAKE_CONNECTION_NAME is not set"
         )
     conn = snowflake.connector.connect(**kwargs)
+    conn.cursor().execute(use)
+    return conn, True
+
+
+@contextmanager
+def payload_connection(database: str, schema: str) -> Iterator:
+    """:func:`open_payload_connection` as a context manager (commits and closes what it owns)."""
+    conn, owned = open_payload_connection(database, schema)
     try:
-        conn.cursor().execute(use)
         yield conn
-        conn.commit()
+        if owned:
+            conn.commit()
     finally:
-        conn.close()
+        if owned:
+            conn.close()
