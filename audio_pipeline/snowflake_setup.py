@@ -1,4 +1,4 @@
-"""``python -m audio_pipeline.snowflake_setup``: create or update every Snowflake object, idempotently.
+"""``python -m audio_pipeline.snowflake_setup``: create or update the Snowflake objects.
 
 Each step runs under the role it needs: the data objects (database, schema, warehouse, stages,
 tables) under ``--role`` (default SYSADMIN); compute pools, the egress network rule, the external

@@ -321,7 +321,7 @@ _BUNDLE_FILES = (
     "audio_pipeline/snowflake_sql.py",
     "audio_pipeline/sql.py",
 )
-_ENTRY_SCRIPT = '''"""ML Job entry point: run the module named in argv[1] from this payload directory."""
+_ENTRY_SCRIPT = '''"""ML Job entry point: run the module named in argv[1] from this directory."""
 import os
 import runpy
 import sys
