@@ -115,6 +115,18 @@ def snowflake_connection(env: dict):
     auth = {k: dg.EnvVar(v) for k, v in optional.items() if env.get(v)}
     if not env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
+    # Non-secret endpoint overrides (PrivateLink hosts, a local test server).
+    endpoint = {
+        k: int(env[v]) if k == "port" else env[v]
+        for k, v in (
+            ("host", "SNOWFLAKE_HOST"),
+            ("port", "SNOWFLAKE_PORT"),
+            ("protocol", "SNOWFLAKE_PROTOCOL"),
+        )
+        if env.get(v)
+    }
+    if endpoint:
+        auth["additional_snowflake_connection_args"] = endpoint
     resource = SnowflakeResource(
         account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
         user=dg.EnvVar("SNOWFLAKE_USER"),

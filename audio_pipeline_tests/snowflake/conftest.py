@@ -62,24 +62,34 @@ def sf_connection(fakesnow_server) -> SnowflakeConnection:
 
 
 class RecordingCursor:
-    """Records (sql, params) and answers from a script; for statements fakesnow cannot run."""
+    """Records (sql, params); answers scripted rows for statements fakesnow cannot run.
 
-    def __init__(self, answers: dict[str, list[tuple]] | None = None):
+    ``answers`` maps a statement prefix to ``(column_names, rows)``; a list of those is served
+    one per matching call (the last one repeats).
+    """
+
+    def __init__(self, answers: dict | None = None):
         self.calls: list[tuple[str, object]] = []
-        self.answers = answers or {}
-        self._rows: list[tuple] = []
+        self.answers = {
+            k: list(v) if isinstance(v, list) else [v] for k, v in (answers or {}).items()
+        }
+        self._result: tuple[list[str], list[tuple]] = ([], [])
 
     def execute(self, sql, params=None):
         self.calls.append((sql, params))
-        self._rows = next((r for k, r in self.answers.items() if sql.startswith(k)), [])
+        self._result = ([], [])
+        for prefix, queue in self.answers.items():
+            if sql.startswith(prefix):
+                self._result = queue.pop(0) if len(queue) > 1 else queue[0]
+                break
         return self
 
     def fetchall(self):
-        return list(self._rows)
+        return list(self._result[1])
 
     @property
     def description(self):
-        return [("name",), ("state",), ("min_nodes",), ("max_nodes",), ("instance_family",)]
+        return [(name,) for name in self._result[0]]
 
 
 class RecordingConnection:
