@@ -500,7 +500,7 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
                     dir_path=str(bundle),
                     session=session,
                     extras=extras,
-                    **self.submit_args(module, context.run_id, ingest=ingest),
+                    **self.submit_args(module, context.run.run_id, ingest=ingest),
                 )
 
     def run_payload(self, context, extras):
