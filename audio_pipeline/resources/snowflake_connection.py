@@ -105,6 +105,10 @@ class SnowflakeConnection(dg.ConfigurableResource):
                 dg.get_dagster_logger().warning(
                     f"closing the Snowpark session failed: {type(exc).__name__}"
                 )
+                try:
+                    session.connection.close()
+                except Exception:
+                    pass
 
     def describe(self) -> str:
         return f"{self.database}.{self.schema_name}"

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from audio_pipeline import snowflake_sql
-from audio_pipeline.librispeech import BUNDLED_ROOT
+from audio_pipeline.librispeech import BUNDLED_ROOT, iter_references
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute, build_payload_dir
 from audio_pipeline.resources.stage import LocalStage, SnowflakeStage
 from audio_pipeline.resources.warehouse import DuckDBStore, SnowflakeStore
@@ -130,6 +130,14 @@ def test_real_transcription_payload_through_the_stand_in(
         stage.put_file(f, rel)
         rows.append({"file_path": rel, "size_bytes": f.stat().st_size, "batch_key": "b1"})
     store.register_files(rows)
+    paths = {r["file_path"] for r in rows}
+    store.load_references(
+        [
+            {"utterance_id": u, "file_path": p, "text": t}
+            for u, p, t in iter_references(SAMPLE)
+            if p in paths
+        ]
+    )
     fake_ml_jobs.platform_env = {"RAY_ADDRESS": f"127.0.0.1:{ray_compute.gcs_port}"}
     compute = SnowflakeMLJobCompute(
         connection=sf_connection, home=str(tmp_path / "home"), poll_interval_s=0.5
@@ -157,7 +165,7 @@ def test_real_transcription_payload_through_the_stand_in(
     assert (meta["files"], meta["ok"], meta["errors"]) == (2, 2, 0)
     assert meta["snowflake_jobs_count"] == 5
     assert meta["snowflake_ml_job_status"] == "DONE"
-    assert meta["wer"] < 0.3
+    assert meta["wer"] < 0.3 and meta["wer_files"] == 2
     texts = store.query("SELECT text FROM transcripts WHERE status = 'ok'")
     assert len(texts) == 2 and all(len(t[0]) > 10 for t in texts)
     call = fake_ml_jobs.submissions[0]
