@@ -7,12 +7,13 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from .. import identifiers, snowflake_sql
 from ..librispeech import md5_of
@@ -135,6 +136,8 @@ class SnowflakeStage(AudioStage):
     put_parallel: int = Field(default=4, ge=1, le=99, description="PUT's PARALLEL option")
     put_threads: int = Field(default=8, ge=1, le=64, description="concurrent PUTs in put_files")
     refresh_directory: bool = True
+    _put_stack: ExitStack | None = PrivateAttr(default=None)
+    _put_cursor: object = PrivateAttr(default=None)
 
     @property
     def stage_fqn(self) -> tuple[str, str, str]:
@@ -167,8 +170,21 @@ class SnowflakeStage(AudioStage):
         return "UPLOADED" in statuses
 
     def put_file(self, local: Path, path: str) -> bool:
-        with self.connection.connect() as conn:
-            return self._put(conn.cursor(), Path(local), path)
+        """One PUT on a connection kept open for the run (closed in teardown / ``close``)."""
+        if self._put_cursor is None:
+            self._put_stack = ExitStack()
+            conn = self._put_stack.enter_context(self.connection.connect())
+            self._put_cursor = conn.cursor()
+        return self._put(self._put_cursor, Path(local), path)
+
+    def close(self) -> None:
+        if self._put_stack is not None:
+            self._put_stack.close()
+        self._put_stack = None
+        self._put_cursor = None
+
+    def teardown_after_execution(self, context) -> None:
+        self.close()
 
     def put_files(self, items: list[tuple[Path, str]]) -> int:
         """PUT many files over ``put_threads`` connections; returns how many were uploaded."""

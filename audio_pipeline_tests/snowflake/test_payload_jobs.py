@@ -37,7 +37,8 @@ import audio_pipeline.transcription.__main__, audio_pipeline.transcription.snowf
 import audio_pipeline.transcription.ingest_job
 from audio_pipeline.transcription import sinks, sources
 assert audio_pipeline.__file__.startswith({str(bundle)!r}), audio_pipeline.__file__
-print(sorted({{m.split(".")[0] for m in sys.modules if m.startswith("dagster") and sys.modules[m]}}))
+loaded = [m for m in sys.modules if m.startswith("dagster") and sys.modules[m]]
+print(sorted({{m.split(".")[0] for m in loaded}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

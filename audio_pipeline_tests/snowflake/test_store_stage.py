@@ -145,11 +145,13 @@ def test_put_and_list_round_trip_keeps_layout(sf_connection, tmp_path):
     flacs = sorted(SAMPLE.glob("*/*/*.flac"))[:3]
     items = [(f, f"sample/{f.relative_to(SAMPLE).as_posix()}") for f in flacs]
     assert stage.put_file(*items[0]) is True
+    stage.close()
     assert stage.put_files(items[1:]) == 2
     # a file whose local name differs from its stage name is PUT under the stage name
     odd = tmp_path / "renamed.flac"
     odd.write_bytes(flacs[0].read_bytes())
     assert stage.put_file(odd, "upload/x/custom-name.flac") is True
+    stage.close()
 
     listed = {f.path: f for f in stage.list_files()}
     assert set(listed) == {p for _, p in items} | {"upload/x/custom-name.flac"}
@@ -188,3 +190,46 @@ def test_put_and_get_commands_are_exact(sf_connection, tmp_path):
     for bad in ("../etc/passwd", "a/'; DROP TABLE t; --/x.flac", "a b/c.flac"):
         with pytest.raises(identifiers.InvalidIdentifierError, match="invalid stage path"):
             stage.put_command(local, bad)
+
+
+def test_directory_listing_sql_pushes_down_last_modified(sf_connection):
+    """DIRECTORY() is not in fakesnow: the SQL, params and row mapping, on a recording cursor."""
+    from .conftest import RecordingCursor
+
+    stage = SnowflakeStage(connection=sf_connection)
+    aware = dt.datetime(2024, 5, 1, 14, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    rows = [("sample/1/2/a.flac", 10, aware, "abc")]
+    cursor = RecordingCursor({"SELECT RELATIVE_PATH": (["RELATIVE_PATH"], rows)})
+    since = dt.datetime(2024, 5, 1, 11, 0, tzinfo=dt.UTC)
+    files = stage._from_directory(cursor, "sample/1", since)
+    (refresh, _), (select, params) = cursor.calls
+    fqn = f'"{sf_connection.database}"."AUDIO_TRANSCRIPTION_SCH"."AUDIO_FILES_STAGE"'
+    assert refresh == f"ALTER STAGE {fqn} REFRESH"
+    assert f"FROM DIRECTORY(@{fqn})" in select
+    assert "LAST_MODIFIED)::TIMESTAMP_NTZ > %(since)s" in select
+    assert params == {"prefix": "sample/1/%", "since": dt.datetime(2024, 5, 1, 11, 0)}
+    assert files[0].last_modified == dt.datetime(2024, 5, 1, 12, 0)  # UTC, naive
+    assert (files[0].path, files[0].size_bytes, files[0].md5) == ("sample/1/2/a.flac", 10, "abc")
+    cursor = RecordingCursor({"SELECT RELATIVE_PATH": (["RELATIVE_PATH"], [])})
+    stage._from_directory(cursor, "", None)
+    assert cursor.calls[1][1] == {"prefix": "%"} and "since" not in cursor.calls[1][0]
+
+
+def test_payload_stage_source_reads_through_an_fsspec_filesystem():
+    """SFStageFileSystem needs pre-signed URLs (not in fakesnow): an fsspec memory FS stands in."""
+    import fsspec
+
+    from audio_pipeline.transcription.sources import SnowflakeStageSource, open_source
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("sample/1/2/a.flac", b"x" * 100)
+    source = SnowflakeStageSource("DB", "SCH", "AUDIO_FILES_STAGE", fs=fs)
+    assert source.read_bytes("sample/1/2/a.flac") == b"x" * 100
+    with pytest.raises(ValueError, match="exceeds the 10-byte limit"):
+        source.read_bytes("sample/1/2/a.flac", max_bytes=10)
+    with pytest.raises(ValueError, match="invalid stage path"):
+        source.read_bytes("../secrets.flac")
+    spec = {"kind": "snowflake_stage", "database": "DB", "schema": "SCH", "stage": "S"}
+    assert isinstance(open_source(spec), SnowflakeStageSource)
+    with pytest.raises(ValueError, match="invalid Snowflake"):
+        open_source(spec | {"stage": 'x"; DROP TABLE t; --'})
