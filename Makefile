@@ -11,7 +11,8 @@ export DAGSTER_HOME ?= $(AUDIO_PIPELINE_HOME)/dagster
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor bench badcorpus
+.PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor bench \
+	badcorpus snowflake-setup
 
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
@@ -19,7 +20,10 @@ help:
 	@echo "make dev      Dagster UI on http://127.0.0.1:3000"
 	@echo "make stop     stop the local Ray head this project started"
 	@echo "make lint     ruff"
+	@echo "make bench    throughput against faster-whisper and the quickstart's actor"
 	@echo "make bench-sensor  time one sensor tick on a 100,000-file stage with 100 new files"
+	@echo "make snowflake-setup  create/update the Snowflake objects (SYSADMIN + ACCOUNTADMIN);"
+	@echo "                      SETUP_ARGS='--dry-run' prints the SQL, '--job-role R' grants to R"
 
 install: $(VENV)/.installed
 
@@ -69,3 +73,6 @@ sample-corpus: install
 
 clean: stop
 	rm -rf $(AUDIO_PIPELINE_HOME)
+
+snowflake-setup: install
+	AUDIO_PIPELINE_PROFILE=snowflake $(BIN)/python -m audio_pipeline.snowflake_setup $(SETUP_ARGS)

@@ -66,7 +66,7 @@ def new_files_settings(env: dict | None = None):
     )
 
 
-def local_resources(settings: LocalSettings) -> dict:
+def local_resources(settings: LocalSettings, env: dict | None = None) -> dict:
     from .assets.ingest import LibriSpeechSource
     from .resources.compute import LocalRayCompute
     from .resources.stage import LocalStage
@@ -85,15 +85,91 @@ def local_resources(settings: LocalSettings) -> dict:
             mirror=settings.mirror,
             work_dir=str(settings.home / "librispeech"),
         ),
-        "new_files": new_files_settings(),
+        "new_files": new_files_settings(env),
     }
 
 
 def resources_for(profile: str | None = None, env: dict | None = None) -> dict:
     profile = profile or active_profile(env)
     if profile == "local":
-        return local_resources(local_settings(env))
-    raise NotImplementedError(
-        "the snowflake profile is not built yet (issue: Snowflake profile); use "
-        "AUDIO_PIPELINE_PROFILE=local"
+        return local_resources(local_settings(env), env)
+    return snowflake_resources(os.environ if env is None else env)
+
+
+def snowflake_connection(env: dict):
+    """Credentials through ``dg.EnvVar`` (resolved at run time, never copied), or a named
+    connection of ``~/.snowflake/connections.toml`` (``SNOWFLAKE_CONNECTION_NAME``).
+
+    ``env`` only decides which settings exist; no secret value is read here.
+    """
+    import dagster as dg
+    from dagster_snowflake import SnowflakeResource
+
+    from .resources.snowflake_connection import (
+        DEFAULT_DATABASE,
+        DEFAULT_SCHEMA,
+        DEFAULT_WAREHOUSE,
+        SnowflakeConnection,
     )
+
+    def setting(name: str, default: str):
+        return dg.EnvVar(name) if env.get(name) else default
+
+    names = {
+        "database": setting("SNOWFLAKE_DATABASE", DEFAULT_DATABASE),
+        "schema_name": setting("SNOWFLAKE_SCHEMA", DEFAULT_SCHEMA),
+        "warehouse": setting("SNOWFLAKE_WAREHOUSE", DEFAULT_WAREHOUSE),
+    }
+    if env.get("SNOWFLAKE_CONNECTION_NAME"):
+        return SnowflakeConnection(connection_name=dg.EnvVar("SNOWFLAKE_CONNECTION_NAME"), **names)
+    optional = {
+        "role": "SNOWFLAKE_ROLE",
+        "private_key_path": "SNOWFLAKE_PRIVATE_KEY_PATH",
+        "private_key_password": "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
+    }
+    auth = {k: dg.EnvVar(v) for k, v in optional.items() if env.get(v)}
+    if not env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
+        auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
+    # Non-secret endpoint overrides (PrivateLink hosts, a local test server).
+    endpoint = {
+        k: int(env[v]) if k == "port" else env[v]
+        for k, v in (
+            ("host", "SNOWFLAKE_HOST"),
+            ("port", "SNOWFLAKE_PORT"),
+            ("protocol", "SNOWFLAKE_PROTOCOL"),
+        )
+        if env.get(v)
+    }
+    if endpoint:
+        auth["additional_snowflake_connection_args"] = endpoint
+    resource = SnowflakeResource(
+        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
+        user=dg.EnvVar("SNOWFLAKE_USER"),
+        database=names["database"],
+        schema=names["schema_name"],
+        warehouse=names["warehouse"],
+        **auth,
+    )
+    return SnowflakeConnection(resource=resource, **names)
+
+
+def snowflake_resources(env: dict) -> dict:
+    """Stage, store and compute on Snowflake; nothing connects until a run uses them."""
+    from .assets.ingest import LibriSpeechSource
+    from .resources.compute import SnowflakeMLJobCompute
+    from .resources.stage import SnowflakeStage
+    from .resources.warehouse import SnowflakeStore
+
+    connection = snowflake_connection(env)
+    home = Path(env.get("AUDIO_PIPELINE_HOME") or ".audio_pipeline").expanduser().resolve()
+    return {
+        "stage": SnowflakeStage(connection=connection),
+        "store": SnowflakeStore(connection=connection),
+        "compute": SnowflakeMLJobCompute(connection=connection),
+        "librispeech_source": LibriSpeechSource(
+            mirror=env.get("LIBRISPEECH_MIRROR") or OPENSLR_BASE_URL,
+            work_dir=str(home / "librispeech"),
+            run_as_job=env.get("AUDIO_PIPELINE_INGEST_AS_JOB", "0").lower() in ("1", "true"),
+        ),
+        "new_files": new_files_settings(env),
+    }

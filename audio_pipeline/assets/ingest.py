@@ -5,9 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 import soundfile as sf
+from pydantic import Field
 
 from .. import librispeech
 from ..partitions import librispeech_batch_key, librispeech_subsets, transcript_batches
+from ..resources.compute import TranscriptionCompute
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
 
@@ -19,6 +21,11 @@ class LibriSpeechSource(dg.ConfigurableResource):
     work_dir: str
     md5_override: str | None = None
     progress: bool = True
+    run_as_job: bool = Field(
+        default=False,
+        description="download and upload on the compute's CPU pool as a remote job (Snowflake "
+        "ML Job, as the quickstart does) instead of in the Dagster process",
+    )
 
 
 @dg.asset(
@@ -31,9 +38,12 @@ def librispeech_audio(
     librispeech_source: LibriSpeechSource,
     stage: AudioStage,
     store: TranscriptStore,
+    compute: TranscriptionCompute,
 ) -> dg.MaterializeResult:
     """A LibriSpeech subset's FLACs in the stage, registered as one transcript batch."""
     subset = context.partition_key
+    if librispeech_source.run_as_job and subset != librispeech.SAMPLE_SUBSET:
+        return _ingest_as_job(context, librispeech_source, stage, store, compute)
     tree = librispeech.fetch_subset(
         subset,
         librispeech_source.mirror,
@@ -91,3 +101,27 @@ def librispeech_audio(
             "stage": stage.describe(),
         }
     )
+
+
+def _ingest_as_job(context, source: LibriSpeechSource, stage, store, compute):
+    run_ingest = getattr(compute, "run_ingest", None)
+    if run_ingest is None:
+        raise dg.Failure(f"{type(compute).__name__} cannot run the ingest as a job")
+    subset = context.partition_key
+    batch_key = librispeech_batch_key(subset)
+    invocation = run_ingest(
+        context,
+        {
+            "ingest": {
+                "subset": subset,
+                "mirror": source.mirror,
+                "work_dir": source.work_dir,
+                "md5": source.md5_override,
+                "batch_key": batch_key,
+                "stage": stage.payload_spec(),
+                "sink": store.payload_spec(),
+            }
+        },
+    )
+    context.instance.add_dynamic_partitions(transcript_batches.name, [batch_key])
+    return invocation.get_materialize_result()

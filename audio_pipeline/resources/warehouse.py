@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import dagster as dg
 
+from .. import snowflake_sql
 from ..transcription.quality import BatchReport
-from ..transcription.sinks import DuckDBSink, PendingFile
+from ..transcription.sinks import DuckDBSink, PendingFile, SnowflakeSink
+from .snowflake_connection import SnowflakeConnection
 
 AUDIO_FILE_COLUMNS = (
     "file_path",
@@ -116,5 +117,65 @@ class DuckDBStore(TranscriptStore):
         return self.path
 
 
-def segments_of(value: str | None) -> list[dict]:
-    return json.loads(value) if value else []
+class SnowflakeStore(TranscriptStore):
+    """``AUDIO_FILES``, ``REFERENCE_TRANSCRIPTS`` and ``TRANSCRIPTS`` in a Snowflake schema.
+
+    Writes go through a session-scoped temporary table and one MERGE (``sql/snowflake``); every
+    value is a bound parameter, every name a validated, quoted identifier.
+    """
+
+    connection: SnowflakeConnection
+
+    def _sink(self) -> SnowflakeSink:
+        database, schema = self.connection.schema_fqn
+        return SnowflakeSink(database, schema, connect=self.connection.connect)
+
+    def ensure_tables(self) -> None:
+        self._sink().ensure_tables()
+
+    def register_files(self, rows):
+        return self._sink().merge_rows(
+            "audio_files", rows, AUDIO_FILE_COLUMNS, "merge_into_audio_files"
+        )
+
+    def load_references(self, rows):
+        return self._sink().merge_rows(
+            "references", rows, REFERENCE_COLUMNS, "merge_into_reference_transcripts"
+        )
+
+    def unregistered(self, file_paths):
+        if not file_paths:
+            return []
+        sink = self._sink()
+        known: set[str] = set()
+        with self.connection.connect() as conn:
+            cur = conn.cursor()
+            for i in range(0, len(file_paths), 10_000):
+                chunk = snowflake_sql.json_list(file_paths[i : i + 10_000])
+                rows = snowflake_sql.execute(
+                    cur, "select_registered_files", {"file_paths": chunk}, **sink.names()
+                )
+                known.update(str(r[0]) for r in rows)
+        return [p for p in file_paths if p not in known]
+
+    def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
+        return self._sink().pending_files(batch_keys, model_id, force, retry_errors)
+
+    def batch_report(self, batch_keys, model_id):
+        return self._sink().batch_report(batch_keys, model_id)
+
+    def batch_keys(self):
+        return self._sink().batch_keys()
+
+    def query(self, sql: str, params: dict | None = None) -> list[tuple]:
+        with self.connection.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+
+    def payload_spec(self) -> dict:
+        database, schema = self.connection.schema_fqn
+        return {"kind": "snowflake", "database": database, "schema": schema}
+
+    def describe(self) -> str:
+        return self.connection.describe()

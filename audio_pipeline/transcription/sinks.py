@@ -1,4 +1,4 @@
-"""Where the payload reads its work list and writes transcript rows: DuckDB (Snowflake: later).
+"""Where the payload reads its work list and writes transcript rows: DuckDB or Snowflake tables.
 
 DuckDB lets one process write a database file at a time, so every connection here is short and
 retried while another process holds the lock.
@@ -141,14 +141,7 @@ class DuckDBSink(TranscriptSink):
         return len(rows)
 
     def merge_transcripts(self, rows):
-        prepared = [
-            r
-            | {
-                "segments": json.dumps(r.get("segments") or []),
-                "quality_flags": json.dumps(r.get("quality_flags") or []),
-            }
-            for r in rows
-        ]
+        prepared = [json_columns(r) for r in rows]
         return self.merge_rows("merge_into_transcripts", prepared, TRANSCRIPT_COLUMNS)
 
     def batch_report(self, batch_keys, model_id):
@@ -158,6 +151,14 @@ class DuckDBSink(TranscriptSink):
                 {"model_id": model_id, "batch_keys": list(batch_keys)},
             ).fetchall()
         return build_report(rows)
+
+
+def json_columns(row: dict) -> dict:
+    """The row with its list columns as JSON text, as both stores' MERGE statements take them."""
+    return row | {
+        "segments": json.dumps(row.get("segments") or []),
+        "quality_flags": json.dumps(row.get("quality_flags") or []),
+    }
 
 
 def build_report(rows) -> BatchReport:
@@ -193,4 +194,183 @@ def open_sink(spec: dict) -> TranscriptSink:
         sink = DuckDBSink(spec["path"], lock_timeout_s=float(spec.get("lock_timeout_s", 60)))
         sink.ensure_tables()
         return sink
+    if kind == "snowflake":
+        sink = SnowflakeSink(spec["database"], spec["schema"])
+        sink.ensure_tables()
+        return sink
     raise ValueError(f"unknown transcript sink kind {kind!r}")
+
+
+def _plain(value):
+    """numpy/pandas scalars → Python values the connector binds."""
+    if hasattr(value, "to_pydatetime"):
+        return value.to_pydatetime()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+class SnowflakeSink(TranscriptSink):
+    """Tables ``AUDIO_FILES``, ``REFERENCE_TRANSCRIPTS``, ``TRANSCRIPTS`` in one schema.
+
+    Rows go into a session-scoped temporary table (so, scoped to this run's connection) and reach
+    the target in one MERGE per call: a job killed half-way keeps every block already merged.
+    ``connect`` returns a context manager yielding a ``snowflake.connector`` connection whose
+    current schema is ours; by default, inside a Snowflake container, the job's own session.
+    """
+
+    TABLES = ("AUDIO_FILES", "REFERENCE_TRANSCRIPTS", "TRANSCRIPTS")
+
+    def __init__(self, database: str, schema: str, connect=None):
+        from .. import identifiers
+
+        self.database = identifiers.validate(database, "database name")
+        self.schema = identifiers.validate(schema, "schema name")
+        self._connect = connect or (lambda: payload_connection(self.database, self.schema))
+
+    def names(self) -> dict:
+        tables = {t.lower(): (self.database, self.schema, t) for t in self.TABLES}
+        return tables | {"schema": (self.database, self.schema)}
+
+    def ensure_tables(self) -> None:
+        from .. import snowflake_sql
+
+        with self._connect() as conn:
+            snowflake_sql.execute(conn.cursor(), "create_tables", **self.names())
+
+    def merge_rows(
+        self, entity: str, rows: Sequence[dict], columns: Sequence[str], merge: str
+    ) -> int:
+        """Rows → temporary ``<ENTITY>_INCOMING`` → ``merge``; returns the rows sent."""
+        from .. import snowflake_sql
+
+        if not rows:
+            return 0
+        incoming = f"{entity.upper()}_INCOMING"
+        prepared = [{c: _plain(r.get(c)) for c in columns} for r in rows]
+        with self._connect() as conn:
+            cur = conn.cursor()
+            snowflake_sql.execute(cur, f"create_{entity}_incoming", incoming=incoming)
+            for i in range(0, len(prepared), 1000):
+                snowflake_sql.executemany(
+                    cur, f"insert_{entity}_incoming", prepared[i : i + 1000], incoming=incoming
+                )
+            snowflake_sql.execute(cur, merge, incoming=incoming, **self.names())
+        return len(rows)
+
+    def merge_transcripts(self, rows):
+        prepared = [json_columns(r) for r in rows]
+        return self.merge_rows(
+            "transcripts", prepared, TRANSCRIPT_COLUMNS, "merge_into_transcripts"
+        )
+
+    def batch_report(self, batch_keys, model_id):
+        from .. import snowflake_sql
+
+        params = {"model_id": model_id, "batch_keys": snowflake_sql.json_list(batch_keys)}
+        with self._connect() as conn:
+            rows = snowflake_sql.execute(
+                conn.cursor(), "select_batch_report", params, **self.names()
+            )
+        return build_report(rows)
+
+    def batch_keys(self) -> list[str]:
+        from .. import snowflake_sql
+
+        with self._connect() as conn:
+            rows = snowflake_sql.execute(conn.cursor(), "select_batch_keys", **self.names())
+        return [str(r[0]) for r in rows]
+
+    def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
+        from .. import snowflake_sql
+
+        params = {
+            "batch_keys": snowflake_sql.json_list(batch_keys),
+            "model_id": model_id,
+            "force": bool(force),
+            "retry_errors": bool(retry_errors),
+        }
+        with self._connect() as conn:
+            rows = snowflake_sql.execute(
+                conn.cursor(), "select_pending_files", params, **self.names()
+            )
+        return [PendingFile(str(p), int(s), str(b)) for p, s, b in rows]
+
+    def references(self, file_paths):
+        from .. import snowflake_sql
+
+        if not file_paths:
+            return {}
+        with self._connect() as conn:
+            rows = snowflake_sql.execute(
+                conn.cursor(),
+                "select_references",
+                {"file_paths": snowflake_sql.json_list(file_paths)},
+                **self.names(),
+            )
+        return {str(p): str(t) for p, t in rows}
+
+
+def open_payload_connection(database: str, schema: str):
+    """``(connection, owned)``: the job's own connection inside Snowflake; no secret travels in
+    the Pipes extras. ``owned`` is False for the runtime's shared session connection.
+
+    Order: the active Snowpark session of the container runtime; the SPCS OAuth token file
+    (``/snowflake/session/token``, with ``SNOWFLAKE_HOST``/``SNOWFLAKE_ACCOUNT`` set by SPCS);
+    a named connection (``SNOWFLAKE_CONNECTION_NAME``, for runs outside Snowflake).
+    """
+    import os
+
+    from .. import identifiers
+
+    use = identifiers.render("USE SCHEMA {schema}", schema=(database, schema))
+    try:
+        from snowflake.snowpark.context import get_active_session
+
+        conn = get_active_session().connection
+    except Exception:  # no container runtime session in this process
+        conn = None
+    if conn is not None:
+        conn.cursor().execute(use)
+        return conn, False
+    import snowflake.connector
+
+    token_file = Path(os.environ.get("SNOWFLAKE_TOKEN_FILE", "/snowflake/session/token"))
+    if token_file.is_file():
+        kwargs = {
+            "host": os.environ.get("SNOWFLAKE_HOST"),
+            "account": os.environ.get("SNOWFLAKE_ACCOUNT"),
+            "authenticator": "oauth",
+            "token": token_file.read_text().strip(),
+            "database": database,
+            "schema": schema,
+        }
+        if os.environ.get("SNOWFLAKE_WAREHOUSE"):
+            kwargs["warehouse"] = os.environ["SNOWFLAKE_WAREHOUSE"]
+    elif os.environ.get("SNOWFLAKE_CONNECTION_NAME"):
+        kwargs = {
+            "connection_name": os.environ["SNOWFLAKE_CONNECTION_NAME"],
+            "database": database,
+            "schema": schema,
+        }
+    else:
+        raise RuntimeError(
+            "no Snowflake session: not in a Snowflake container (no active session, no "
+            f"{token_file}) and SNOWFLAKE_CONNECTION_NAME is not set"
+        )
+    conn = snowflake.connector.connect(**kwargs)
+    conn.cursor().execute(use)
+    return conn, True
+
+
+@contextmanager
+def payload_connection(database: str, schema: str) -> Iterator:
+    """:func:`open_payload_connection` as a context manager (commits and closes what it owns)."""
+    conn, owned = open_payload_connection(database, schema)
+    try:
+        yield conn
+        if owned:
+            conn.commit()
+    finally:
+        if owned:
+            conn.close()

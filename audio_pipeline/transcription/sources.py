@@ -1,7 +1,8 @@
-"""Where the payload reads audio bytes from: a local stage folder (Snowflake stages: later)."""
+"""Where the payload reads audio bytes from: a local stage folder or a Snowflake stage."""
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -34,4 +35,67 @@ def open_source(spec: dict) -> AudioSource:
     kind = spec.get("kind")
     if kind == "local":
         return LocalFolderSource(spec["root"])
+    if kind == "snowflake_stage":
+        return SnowflakeStageSource(spec["database"], spec["schema"], spec["stage"])
     raise ValueError(f"unknown audio source kind {kind!r}")
+
+
+class SnowflakeStageSource(AudioSource):
+    """Files of a Snowflake stage, read with ``SFStageFileSystem`` (fsspec over pre-signed URLs).
+
+    The connection is the job's own (see ``sinks.open_payload_connection``); one file system per
+    process and stage, reused by every decode task.
+    """
+
+    def __init__(self, database: str, schema: str, stage: str, fs=None):
+        from .. import identifiers
+
+        self.database = identifiers.validate(database, "database name")
+        self.schema = identifiers.validate(schema, "schema name")
+        self.stage = identifiers.validate(stage, "stage name")
+        self._fs = fs
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            self._fs = _stage_fs(self.database, self.schema, self.stage)
+        return self._fs
+
+    def read_bytes(self, file_path: str, max_bytes: int | None = None) -> bytes:
+        from .. import identifiers
+
+        path = identifiers.validate_stage_path(file_path)
+        if max_bytes is not None:
+            size = int(self.fs.info(path).get("size") or 0)
+            if size > max_bytes:
+                raise ValueError(f"{file_path}: {size} bytes exceeds the {max_bytes}-byte limit")
+        with self.fs.open(path, "rb") as f:
+            return f.read()
+
+
+@functools.cache
+def _stage_fs(database: str, schema: str, stage: str):
+    from snowflake.ml.fileset.stage_fs import SFStageFileSystem
+
+    from .sinks import open_payload_connection
+
+    conn, _ = open_payload_connection(database, schema)
+    return SFStageFileSystem(db=database, schema=schema, stage=stage, sf_connection=conn)
+
+
+def stage_datasource(spec: dict, file_pattern: str = "*.flac"):
+    """A Ray datasource over a whole stage when the container runtime ships one, else None.
+
+    ``SFStageBinaryFileDataSource`` exists only in Snowflake's container runtime image; outside it
+    the plan reads files one by one through :class:`SnowflakeStageSource`.
+    """
+    try:
+        from snowflake.ml.ray.datasource import SFStageBinaryFileDataSource
+    except ImportError:
+        return None
+    return SFStageBinaryFileDataSource(
+        stage_location=f"@{spec['stage']}/",
+        database=spec["database"],
+        schema=spec["schema"],
+        file_pattern=file_pattern,
+    )

@@ -1,0 +1,151 @@
+"""Identifier validation (hostile names rejected before any SQL), bound values, setup plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from audio_pipeline import identifiers, snowflake_sql
+from audio_pipeline.resources.compute import SnowflakeMLJobCompute
+from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
+from audio_pipeline.resources.stage import SnowflakeStage
+from audio_pipeline.resources.warehouse import SnowflakeStore
+from audio_pipeline.snowflake_setup import EGRESS_HOSTS, run_plan, setup_plan
+
+from .conftest import RecordingCursor
+
+HOSTILE = 'x"; DROP TABLE t; --'
+
+
+@pytest.mark.parametrize(
+    "name",
+    [HOSTILE, "a b", "db.schema", "1abc", "", "x'y", "a;b", "é", "x" * 256, None, 3],
+)
+def test_hostile_or_invalid_identifiers_are_rejected(name):
+    with pytest.raises(identifiers.InvalidIdentifierError, match="invalid Snowflake"):
+        identifiers.quote(name)
+
+
+def test_valid_identifiers_are_quoted_upper_case():
+    assert identifiers.quote("audio_files_stage") == '"AUDIO_FILES_STAGE"'
+    assert identifiers.qualified("db", "Sch$1", "_t") == '"DB"."SCH$1"."_T"'
+    sql = identifiers.render("SELECT * FROM {t} WHERE a = %(a)s", t=("d", "s", "t"))
+    assert sql == 'SELECT * FROM "D"."S"."T" WHERE a = %(a)s'
+    with pytest.raises(KeyError, match="needs names"):
+        identifiers.render("SELECT * FROM {t}")
+    with pytest.raises(identifiers.InvalidIdentifierError):
+        identifiers.render("SELECT * FROM {t}", t=("d", HOSTILE))
+
+
+def test_hostile_names_in_config_fail_before_any_sql(sf_connection):
+    bad_db = sf_connection.model_copy(update={"database": HOSTILE})
+    with pytest.raises(identifiers.InvalidIdentifierError, match="database name"):
+        SnowflakeStore(connection=bad_db).ensure_tables()
+    with pytest.raises(identifiers.InvalidIdentifierError, match="identifier"):
+        list(SnowflakeStage(connection=sf_connection, stage_name=HOSTILE).list_files())
+    with pytest.raises(identifiers.InvalidIdentifierError, match="schema name"):
+        SnowflakeStore(
+            connection=sf_connection.model_copy(update={"schema_name": HOSTILE})
+        ).payload_spec()
+    with pytest.raises(identifiers.InvalidIdentifierError, match="integration name"):
+        SnowflakeMLJobCompute(
+            connection=sf_connection, external_access_integrations=[HOSTILE]
+        ).submit_args("m", "run")
+
+
+def test_hostile_values_are_bound_and_stored_verbatim(sf_connection):
+    store = SnowflakeStore(connection=sf_connection)
+    store.ensure_tables()
+    path = "a'; DROP TABLE AUDIO_FILES; --/x.flac"
+    store.register_files(
+        [
+            {
+                "file_path": path,
+                "size_bytes": 1,
+                "content_md5": None,
+                "last_modified": None,
+                "batch_key": "b'); --",
+                "source": "%(x)s {y}",
+            }
+        ]
+    )
+    assert store.query("SELECT file_path, batch_key, source FROM audio_files") == [
+        (path, "b'); --", "%(x)s {y}")
+    ]
+    assert [p.file_path for p in store.pending_files(["b'); --"], "m")] == [path]
+
+
+def test_setup_plan_roles_objects_and_narrow_egress():
+    connection = SnowflakeConnection(connection_name="unused")
+    compute = SnowflakeMLJobCompute(connection=connection)
+    steps = setup_plan(connection, compute, job_role="ML_ROLE")
+    text = "\n".join(s for step in steps for s in step.statements)
+    assert [s.name for s in steps if s.role == "ACCOUNTADMIN"] == [
+        "create_compute_pool",
+        "create_compute_pool",
+        "create_network_rule",
+        "create_external_access_integration",
+        "grant_integration_usage",
+        "grant_compute_pool_usage",
+        "grant_compute_pool_usage",
+    ]
+    assert steps[0].role == "SYSADMIN" and steps[-1].name == "grant_schema_usage"
+    assert "DIRECTORY = (ENABLE = TRUE)" in text and "ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')" in text
+    assert "IF NOT EXISTS" in text and "0.0.0.0" not in text
+    assert "INSTANCE_FAMILY = CPU_X64_M" in text and "INSTANCE_FAMILY = GPU_NV_S" in text
+    pools = [s.params for s in steps if s.name == "create_compute_pool"]
+    assert pools[0]["max_nodes"] == 1 and pools[1]["max_nodes"] == 5
+    rule = next(s for s in steps if s.name == "create_network_rule")
+    assert rule.params["hosts"] == tuple(f"{h}:443" for h in EGRESS_HOSTS)
+    assert {"www.openslr.org:443", "huggingface.co:443", "pypi.org:443"} <= set(
+        rule.params["hosts"]
+    )
+    for stmt in rule.statements:
+        assert "%(hosts)s" in stmt  # bound, not formatted
+    with pytest.raises(identifiers.InvalidIdentifierError, match="host"):
+        setup_plan(connection, compute, hosts=("0.0.0.0",))
+    with pytest.raises(identifiers.InvalidIdentifierError):
+        setup_plan(connection, compute, job_role=HOSTILE)
+
+
+def test_run_plan_switches_roles_and_binds_params():
+    connection = SnowflakeConnection(connection_name="unused")
+    steps = setup_plan(connection, SnowflakeMLJobCompute(connection=connection))
+    cursor = RecordingCursor()
+    n = run_plan(cursor, steps, echo=lambda _: None)
+    sqls = [c[0] for c in cursor.calls]
+    assert n == len(sqls) - sum(s.startswith("USE ROLE") for s in sqls)
+    assert [s for s in sqls if s.startswith("USE ROLE")] == [
+        'USE ROLE "SYSADMIN"',
+        'USE ROLE "ACCOUNTADMIN"',
+    ]
+    bound = [p for s, p in cursor.calls if "%(" in s]
+    assert bound and all(isinstance(p, dict) for p in bound)
+    assert all(p is None for s, p in cursor.calls if "%(" not in s)
+
+
+def test_setup_data_objects_run_on_fakesnow(sf_connection):
+    """The SYSADMIN part of the plan (database … tables) really runs, twice (idempotent)."""
+    compute = SnowflakeMLJobCompute(connection=sf_connection)
+    steps = [
+        s
+        for s in setup_plan(sf_connection, compute)
+        if s.name.startswith("create_")
+        and s.name not in ("create_warehouse", "create_compute_pool", "create_network_rule")
+        and "integration" not in s.name
+    ]
+    with sf_connection.connect(use_schema=False) as conn:
+        cur = conn.cursor()
+        for _ in range(2):
+            for step in steps:
+                for stmt in step.statements:
+                    cur.execute(stmt)
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
+            ("AUDIO_TRANSCRIPTION_SCH",),
+        )
+        assert [r[0] for r in cur.fetchall()] == [
+            "AUDIO_FILES",
+            "REFERENCE_TRANSCRIPTS",
+            "TRANSCRIPTS",
+        ]
+    assert snowflake_sql.json_list(["a", 1]) == '["a", "1"]'

@@ -1,0 +1,4 @@
+-- Egress only to the hosts the jobs need (%(hosts)s: a tuple of 'host:443' strings), never 0.0.0.0.
+CREATE NETWORK RULE IF NOT EXISTS {rule}
+    MODE = EGRESS TYPE = HOST_PORT VALUE_LIST = %(hosts)s;
+ALTER NETWORK RULE {rule} SET VALUE_LIST = %(hosts)s;

@@ -1,0 +1,1 @@
+GRANT USAGE ON INTEGRATION {integration} TO ROLE {role};

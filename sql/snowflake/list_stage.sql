@@ -1,0 +1,2 @@
+-- Fallback where the directory table is unavailable.
+LIST @{stage};

@@ -1,0 +1,1 @@
+ALTER STAGE {stage} REFRESH;
