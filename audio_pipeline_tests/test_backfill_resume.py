@@ -55,6 +55,8 @@ def test_backfill_of_three_partitions_is_one_job_over_their_union(home, instance
             "dagster/asset_partition_range_start": keys[0],
             "dagster/asset_partition_range_end": keys[-1],
         },
+        # The local default is ctranslate2: cover the transformers engine through Ray here.
+        run_config={"ops": {"transcripts": {"config": {"engine": "transformers"}}}},
     )
     assert result.success
     assert len(ray_jobs(ray_compute)) == jobs_before + 1

@@ -92,6 +92,11 @@ def test_converted_model_agrees_with_faster_whisper_on_the_sample_corpus(convert
     print(f"WER transformers {wer_hf:.4f}, faster-whisper {wer_ct2:.4f}")
     assert wer_hf < 0.25 and wer_ct2 < 0.25
     assert abs(wer_hf - wer_ct2) <= 0.01
+    packed = load_engine("ctranslate2", ct2_model.path, DecodingOptions(pack=True), threads=2)
+    packed_texts = [r.text for r in packed.transcribe(audios)]
+    wer_packed = corpus_wer(zip(references, packed_texts, strict=True))
+    print(f"WER faster-whisper packed {wer_packed:.4f}")
+    assert wer_packed <= wer_ct2 + 0.01
     # The long utterance goes through long-form decoding, with segments covering it.
     long_index = max(range(len(audios)), key=lambda i: len(audios[i]))
     long = hf.transcribe([audios[long_index]])[0]

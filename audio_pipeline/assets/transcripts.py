@@ -28,6 +28,11 @@ class TranscriptsConfig(dg.Config):
     num_beams: int = Field(default=1, ge=1, le=16)
     language: str | None = "en"
     return_timestamps: bool = True
+    pack: bool = Field(
+        default=True,
+        description="ctranslate2 engine: pack short clips into shared 30 s windows (falls back "
+        "to one clip per window wherever the split is ambiguous)",
+    )
     actors: int | None = Field(default=None, ge=1)
     threads_per_actor: int | None = Field(default=None, ge=1)
     max_file_mb: int = Field(default=512, ge=1)
@@ -120,6 +125,7 @@ def transcripts(
             "num_beams": config.num_beams,
             "batch_size": config.batch_size,
             "return_timestamps": config.return_timestamps,
+            "pack": config.pack,
         },
         "force": config.force,
         "retry_errors": config.retry_errors,

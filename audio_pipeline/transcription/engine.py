@@ -17,6 +17,8 @@ import numpy as np
 from .audio import SAMPLE_RATE
 
 CHUNK_S = 30.0
+PACK_WINDOW_S = 29.0  # below 30 s: the last timestamp token must still fit
+PACK_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class DecodingOptions:
     return_timestamps: bool = True
     batch_size: int = 8
     max_new_tokens: int | None = None
+    pack: bool = False  # ctranslate2: share 30 s encoder windows between short clips
 
 
 @dataclass
@@ -221,6 +224,8 @@ class CTranslate2Engine(WhisperEngine):
     def transcribe(self, audios: list[np.ndarray]) -> list[Transcription]:
         results: list[Transcription | None] = [None] * len(audios)
         short = [i for i, a in enumerate(audios) if len(a) <= CHUNK_S * SAMPLE_RATE]
+        if self.options.pack and len(short) > 1:
+            short = self._transcribe_packed(audios, short, results)
         bs = max(1, self.options.batch_size)
         for start in range(0, len(short), bs):
             idx = short[start : start + bs]
@@ -230,16 +235,60 @@ class CTranslate2Engine(WhisperEngine):
             results[i] = self._transcribe_long(audios[i])
         return [r for r in results if r is not None]
 
-    def _transcribe_short(self, audios: list[np.ndarray]) -> list[Transcription]:
+    def _transcribe_packed(
+        self, audios: list[np.ndarray], short: list[int], results: list
+    ) -> list[int]:
+        """Transcribe ``short`` clips packed into shared windows; returns those left to redo."""
+        from .packing import attribute, pack
+
+        sr = SAMPLE_RATE
+        windows = pack(
+            [len(audios[i]) for i in short], int(PACK_WINDOW_S * sr), int(PACK_GAP_S * sr)
+        )
+        multi = [w for w in windows if len(w) > 1]
+        redo = [short[w[0].index] for w in windows if len(w) == 1]
+        arrays = []
+        for w in multi:
+            window = np.zeros(max(p.start + p.length for p in w), dtype=np.float32)
+            for p in w:
+                window[p.start : p.start + p.length] = audios[short[p.index]]
+            arrays.append(window)
+        bs = max(1, self.options.batch_size)
+        outputs = []
+        for start in range(0, len(arrays), bs):
+            outputs += self._transcribe_short(arrays[start : start + bs], timestamps=True)
+        for w, out in zip(multi, outputs, strict=True):
+            spans = [(p.start / sr, (p.start + p.length) / sr) for p in w]
+            segs = [(s.start, s.end, s.text) for s in out.segments]
+            owners = attribute(segs, spans)
+            if owners is None or any(not o for o in owners):
+                redo += [short[p.index] for p in w]
+                continue
+            for p, (a, b), own in zip(w, spans, owners, strict=True):
+                mine = [out.segments[k] for k in own]
+                results[short[p.index]] = Transcription(
+                    " ".join(s.text for s in mine if s.text).strip(),
+                    out.language,
+                    [
+                        Segment(max(0.0, s.start - a), min(b - a, max(0.0, s.end - a)), s.text)
+                        for s in mine
+                    ]
+                    if self.options.return_timestamps
+                    else [],
+                )
+        return sorted(redo)
+
+    def _transcribe_short(
+        self, audios: list[np.ndarray], timestamps: bool | None = None
+    ) -> list[Transcription]:
         from faster_whisper.audio import pad_or_trim
 
         o = self.options
+        timestamps = o.return_timestamps if timestamps is None else timestamps
         fe = self.model.feature_extractor
         features = np.stack([pad_or_trim(fe(a)[..., :-1]) for a in audios])
         encoded = self.model.encode(features)
-        prompt = self.model.get_prompt(
-            self.tokenizer, [], without_timestamps=not o.return_timestamps
-        )
+        prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=not timestamps)
         outputs = self.model.model.generate(
             encoded,
             [list(prompt) for _ in audios],
@@ -249,9 +298,9 @@ class CTranslate2Engine(WhisperEngine):
             suppress_tokens=self.suppress,
             max_initial_timestamp_index=50,
         )
-        return [self._to_transcription(out.sequences_ids[0]) for out in outputs]
+        return [self._to_transcription(out.sequences_ids[0], timestamps) for out in outputs]
 
-    def _to_transcription(self, tokens: list[int]) -> Transcription:
+    def _to_transcription(self, tokens: list[int], timestamps: bool) -> Transcription:
         tok = self.tokenizer
         begin = tok.timestamp_begin
         text = tok.decode([t for t in tokens if t < tok.eot]).strip()
@@ -268,7 +317,7 @@ class CTranslate2Engine(WhisperEngine):
         if current:  # no closing timestamp: the segment runs to the end
             segments.append(Segment(start, start, tok.decode(current).strip()))
         language = self.options.language if self.model.model.is_multilingual else "en"
-        return Transcription(text, language, segments if self.options.return_timestamps else [])
+        return Transcription(text, language, segments if timestamps else [])
 
     def _transcribe_long(self, audio: np.ndarray) -> Transcription:
         o = self.options
