@@ -36,6 +36,29 @@ def sensor_batches(res, instance, cap):
     return keys
 
 
+def start_transcription(res, instance, key):
+    """Materialize ``transcripts[key]`` in a thread; small blocks, the slower engine, so that
+    a test can interfere while rows are still being written."""
+    outcome = {}
+
+    def run():
+        outcome["result"] = dg.materialize(
+            ASSETS,
+            selection=["transcripts"],
+            partition_key=key,
+            resources=res,
+            instance=instance,
+            raise_on_error=False,
+            run_config={
+                "ops": {"transcripts": {"config": {"batch_size": 4, "engine": "transformers"}}}
+            },
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def ray_jobs(compute):
     return JobSubmissionClient(compute.dashboard_url).list_jobs()
 
@@ -80,21 +103,7 @@ def test_killed_job_keeps_its_rows_and_the_rerun_does_the_rest(home, instance, r
     res = make_resources(home, ray_compute=ray_compute)
     stage_sample(home)
     (key,) = sensor_batches(res, instance, cap=5000)
-    outcome = {}
-
-    def run():
-        outcome["result"] = dg.materialize(
-            ASSETS,
-            selection=["transcripts"],
-            partition_key=key,
-            resources=res,
-            instance=instance,
-            raise_on_error=False,
-            run_config={"ops": {"transcripts": {"config": {"batch_size": 4}}}},
-        )
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = start_transcription(res, instance, key)
     client = JobSubmissionClient(ray_compute.dashboard_url)
     deadline = time.monotonic() + 240
     killed = None

@@ -2,17 +2,14 @@
 
 import subprocess
 import sys
-import threading
 import time
 
-import dagster as dg
 import pytest
 
-from audio_pipeline.definitions import ASSETS
 from audio_pipeline.transcription.sinks import DuckDBLockedError, DuckDBSink
 
 from .conftest import make_resources
-from .test_backfill_resume import sensor_batches, stage_sample
+from .test_backfill_resume import sensor_batches, stage_sample, start_transcription
 
 
 def hold_lock(path, seconds):
@@ -53,21 +50,7 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_every_file_lands_once(
     res = make_resources(home, ray_compute=ray_compute)
     stage_sample(home)
     (key,) = sensor_batches(res, instance, cap=5000)
-    outcome = {}
-
-    def run():
-        outcome["result"] = dg.materialize(
-            ASSETS,
-            selection=["transcripts"],
-            partition_key=key,
-            resources=res,
-            instance=instance,
-            raise_on_error=False,
-            run_config={"ops": {"transcripts": {"config": {"batch_size": 4}}}},
-        )
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = start_transcription(res, instance, key)
     killed = None
     deadline = time.monotonic() + 240
     while killed is None and thread.is_alive() and time.monotonic() < deadline:

@@ -105,7 +105,7 @@ class LocalRayCompute(TranscriptionCompute):
         "can run beside another cluster on the same machine (tests)",
     )
     start_timeout_s: float = 90.0
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = 0.5
 
     @property
     def dashboard_url(self) -> str:

@@ -9,18 +9,14 @@ import dagster as dg
 
 from .. import snowflake_sql
 from ..transcription.quality import BatchReport
-from ..transcription.sinks import DuckDBSink, PendingFile, SnowflakeSink
-from .snowflake_connection import SnowflakeConnection
-
-AUDIO_FILE_COLUMNS = (
-    "file_path",
-    "size_bytes",
-    "content_md5",
-    "last_modified",
-    "batch_key",
-    "source",
+from ..transcription.sinks import (
+    AUDIO_FILE_COLUMNS,
+    REFERENCE_COLUMNS,
+    DuckDBSink,
+    PendingFile,
+    SnowflakeSink,
 )
-REFERENCE_COLUMNS = ("utterance_id", "file_path", "text")
+from .snowflake_connection import SnowflakeConnection
 
 
 class TranscriptStore(dg.ConfigurableResource, ABC):

@@ -14,17 +14,7 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 
 from .. import identifiers, librispeech
-from .sinks import SnowflakeSink, payload_connection
-
-AUDIO_FILE_COLUMNS = (
-    "file_path",
-    "size_bytes",
-    "content_md5",
-    "last_modified",
-    "batch_key",
-    "source",
-)
-REFERENCE_COLUMNS = ("utterance_id", "file_path", "text")
+from .sinks import AUDIO_FILE_COLUMNS, REFERENCE_COLUMNS, SnowflakeSink, payload_connection
 
 
 def put_chapter_command(chapter: Path, stage: dict, stage_dir: str, parallel: int = 16) -> str:

@@ -26,6 +26,8 @@ from .sources import open_source
 
 log = logging.getLogger(__name__)
 
+PACK_ROWS_FACTOR = 4
+
 
 @dataclass
 class JobSettings:
@@ -236,6 +238,12 @@ def plan_actors(
     return n, threads, 0
 
 
+def rows_per_call(settings: JobSettings) -> int:
+    """Clips handed to one actor call: more when packing, so that windows fill up."""
+    packing = settings.engine == "ctranslate2" and settings.decoding.pack
+    return settings.decoding.batch_size * (PACK_ROWS_FACTOR if packing else 1)
+
+
 def transcribe_files(
     settings: JobSettings,
     files: list[PendingFile],
@@ -284,7 +292,7 @@ def transcribe_files(
     )
     ds = ds.map_batches(
         Transcriber,
-        batch_size=settings.decoding.batch_size,
+        batch_size=rows_per_call(settings),
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=gpus,

@@ -18,6 +18,15 @@ from ..sql import load_sql
 from . import quality
 from .quality import BatchReport
 
+AUDIO_FILE_COLUMNS = (
+    "file_path",
+    "size_bytes",
+    "content_md5",
+    "last_modified",
+    "batch_key",
+    "source",
+)
+REFERENCE_COLUMNS = ("utterance_id", "file_path", "text")
 TRANSCRIPT_COLUMNS = (
     "file_path",
     "model_id",
