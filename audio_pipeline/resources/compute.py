@@ -64,10 +64,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _free_port_range(size: int) -> int:
+def _free_port_range(size: int, avoid: set[int]) -> int:
     """The first port of ``size`` consecutive ports that are free right now."""
     for _ in range(50):
         low = random.randrange(20_000, 40_000)
+        if any(low <= p < low + size for p in avoid):
+            continue
         try:
             for port in (low, low + size // 2, low + size - 1):
                 with socket.socket() as s:
@@ -76,6 +78,31 @@ def _free_port_range(size: int) -> int:
         except OSError:
             continue
     raise ComputePoolError("no free range of worker ports found")
+
+
+ISOLATED_PORT_FLAGS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+    "ray-client-server-port",
+)
+
+
+def _isolated_port_flags(taken: set[int], workers: int = 200) -> list[str]:
+    """``ray start`` flags giving every Ray service its own free port, all distinct."""
+    low = _free_port_range(workers, taken)
+    reserved = set(taken) | set(range(low, low + workers))
+    flags = [f"--min-worker-port={low}", f"--max-worker-port={low + workers - 1}"]
+    for flag in ISOLATED_PORT_FLAGS:
+        port = _free_port()
+        while port in reserved:
+            port = _free_port()
+        reserved.add(port)
+        flags.append(f"--{flag}={port}")
+    return flags
 
 
 def log_tail(text: str, lines: int = 60) -> str:
@@ -152,18 +179,7 @@ class LocalRayCompute(TranscriptionCompute):
             f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}",
         ]
         if self.isolated_ports:
-            for flag in (
-                "dashboard-agent-listen-port",
-                "dashboard-agent-grpc-port",
-                "runtime-env-agent-port",
-                "metrics-export-port",
-                "node-manager-port",
-                "object-manager-port",
-                "ray-client-server-port",
-            ):
-                cmd.append(f"--{flag}={_free_port()}")
-            low = _free_port_range(200)
-            cmd += [f"--min-worker-port={low}", f"--max-worker-port={low + 199}"]
+            cmd += _isolated_port_flags({self.gcs_port, self.dashboard_port})
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
         if self.num_gpus is not None:
