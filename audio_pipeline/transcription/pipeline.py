@@ -251,11 +251,13 @@ def transcribe_files(
     log_fn: Callable[[str], None] = print,
 ) -> tuple[int, int]:
     """Run the Ray Data plan over ``files``, streaming each finished block to ``on_rows``."""
-    import ray
+    import ray  # a loopback RAY_ADDRESS is handled in this package's __init__
+
+    address = os.environ.get("RAY_ADDRESS", "auto")
 
     if not ray.is_initialized():
         ray.init(
-            address=os.environ.get("RAY_ADDRESS", "auto"),
+            address=address,
             log_to_driver=False,
             logging_level=logging.WARNING,
         )
