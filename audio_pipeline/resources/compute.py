@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import dagster as dg
+from dagster_ray.core.pipes import PipesRayJobClient
 from pydantic import Field
 
 from .. import identifiers, snowflake_sql
@@ -263,7 +264,7 @@ class LocalRayCompute(TranscriptionCompute):
 
     def _client(self):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        return _PatientRayJobClient(
+        return PatientRayJobClient(
             address=self.dashboard_url,
             poll_interval=self.poll_interval_s,
             submit_timeout_s=self.start_timeout_s,
@@ -304,32 +305,23 @@ class LocalRayCompute(TranscriptionCompute):
             ) from exc
 
 
-def _patient_client_class():
-    from dagster_ray.core.pipes import PipesRayJobClient
+class PatientRayJobClient(PipesRayJobClient):
+    """dagster-ray's client, retrying submission while a fresh head has no job agent yet."""
 
-    class PatientRayJobClient(PipesRayJobClient):
-        """Retries submission while a freshly started head has no job agent yet."""
+    def __init__(self, *args, submit_timeout_s: float = 90.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._submit_timeout_s = submit_timeout_s
 
-        def __init__(self, *args, submit_timeout_s: float = 90.0, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._submit_timeout_s = submit_timeout_s
-
-        def _start(self, context, session, submit_job_params):
-            deadline = time.monotonic() + self._submit_timeout_s
-            while True:
-                try:
-                    return super()._start(context, session, dict(submit_job_params))
-                except RuntimeError as exc:
-                    if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    context.log.info("Ray job agent not ready yet; retrying submission")
-                    time.sleep(2)
-
-    return PatientRayJobClient
-
-
-def _PatientRayJobClient(**kwargs):  # noqa: N802 - a factory standing in for the class
-    return _patient_client_class()(**kwargs)
+    def _start(self, context, session, submit_job_params):
+        deadline = time.monotonic() + self._submit_timeout_s
+        while True:
+            try:
+                return super()._start(context, session, dict(submit_job_params))
+            except RuntimeError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                context.log.info("Ray job agent not ready yet; retrying submission")
+                time.sleep(2)
 
 
 PAYLOAD_ENTRY = "run_payload.py"

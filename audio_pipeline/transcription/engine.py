@@ -129,11 +129,6 @@ class TransformersEngine(WhisperEngine):
         feats = self.processor.feature_extractor(
             audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **kw
         )
-        if long_form and feats.input_features.shape[-1] < 3000:
-            # A long-form batch still needs the 30 s window Whisper was trained on.
-            feats = self.processor.feature_extractor(
-                audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
-            )
         return (
             feats.input_features.to(self.device, self.dtype),
             feats.attention_mask.to(self.device),

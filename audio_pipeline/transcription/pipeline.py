@@ -231,7 +231,7 @@ def plan_actors(
     """(actors, threads per actor, GPUs per actor) for a cluster's resources."""
     if gpus >= 1:
         n = actors or int(gpus)
-        return n, threads or max(1, int(cpus // max(n, 1)) - 1 or 1), 1
+        return n, threads or max(1, int(cpus // n) - 1), 1
     cpus = max(1, int(cpus))
     threads = threads or min(cpus, 4)
     n = actors or max(1, cpus // threads)
