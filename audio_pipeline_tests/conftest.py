@@ -10,6 +10,7 @@ import shutil
 import socket
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -65,6 +66,62 @@ def ray_compute(tmp_path_factory):
     assert info["nodes"] == 1 and info["cpus"] >= 1
     yield compute
     assert compute.stop()
+
+
+class MultiNodeCluster:
+    """A head and worker raylets on this machine: separate ``ray start`` processes, one cluster."""
+
+    def __init__(self, compute, cpus_per_node: int, gpus_per_node: int):
+        self.compute = compute
+        self.head = compute.head
+        self.cpus_per_node = cpus_per_node
+        self.gpus_per_node = gpus_per_node
+        self.late_pid: int | None = None
+
+    def nodes(self) -> list[dict]:
+        return self.head.nodes()
+
+    def join_late(self) -> None:
+        """Start the last worker without waiting for it (idempotent): it joins a running job."""
+        if self.late_pid is None:
+            self.late_pid = self.head.add_worker(self.cpus_per_node, self.gpus_per_node, wait=False)
+
+    def wait_nodes(self, n: int, timeout_s: float = 90.0) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while len(nodes := self.nodes()) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(nodes)} of {n} Ray nodes alive after {timeout_s} s")
+            time.sleep(0.5)
+        return nodes
+
+
+@pytest.fixture(scope="session")
+def multinode_ray(tmp_path_factory):
+    """A head plus two worker raylets (``ray start --address``), each with 2 CPUs and 1 GPU.
+
+    The GPUs are logical (``--num-gpus=1``): Ray schedules by them, so the payload's GPU plan
+    (one Whisper actor per GPU) runs, while the engines compute on the CPU. The head and the
+    first worker start here; the second joins when a test calls ``join_late()`` (or at the
+    first ``wait_nodes(3)``-style need), as a node joining a running job does.
+    """
+    from audio_pipeline.resources.compute import LocalRayCompute
+
+    compute = LocalRayCompute(
+        home=str(tmp_path_factory.mktemp("multinode")),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        num_cpus=2,
+        num_gpus=1,
+        object_store_memory_mb=512,
+        isolated_ports=True,
+    )
+    compute.ensure_pool()
+    cluster = MultiNodeCluster(compute, cpus_per_node=2, gpus_per_node=1)
+    try:
+        compute.head.add_worker(2, 1)
+        yield cluster
+    finally:
+        assert compute.stop()
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def test_ray_head_listens_on_loopback_only(ray_compute):
 
     nodes = ray_compute._nodes()
     assert [n["node_ip"] for n in nodes] == ["127.0.0.1"]
-    pid = int(ray_compute.pid_file.read_text())
+    pid = int(ray_compute.head.pid_file.read_text())
     tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     listening = [
         c.laddr

@@ -81,7 +81,7 @@ def sample_corpus():
 @pytest.mark.slow
 def test_converted_model_agrees_with_faster_whisper_on_the_sample_corpus(converted, tmp_path):
     references, audios = sample_corpus()
-    options = DecodingOptions()
+    options = DecodingOptions(pack=False)
     hf = load_engine("transformers", converted.path, options, threads=2)
     ct2_model = resolve_model(BUNDLED_TINY_EN, "ctranslate2", tmp_path)
     ct2 = load_engine("ctranslate2", ct2_model.path, options, threads=2)

@@ -1,7 +1,5 @@
 """Transcripts of a batch of stage files, produced by a remote job through Dagster Pipes."""
 
-from dataclasses import asdict
-
 import dagster as dg
 from pydantic import Field
 
@@ -10,35 +8,62 @@ from ..partitions import transcript_batches
 from ..resources.compute import TranscriptionCompute
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
+from ..transcription.engine import DecodingOptions
 from ..transcription.quality import CheckThresholds, evaluate_checks
+from ..transcription.settings import MIB, JobSettings, default
 from .compute_pool import transcription_compute_pool
 from .ingest import librispeech_audio
 
+_DECODING = DecodingOptions()
+_CHECKS = CheckThresholds()
+
 
 class TranscriptsConfig(dg.Config):
+    """The asset's run config; every default comes from the payload's settings dataclasses."""
+
     model: str | None = Field(
         default=None,
         description="bundled:tiny.en, a local directory or a Hugging Face id "
         "(id@revision pins it); default: the profile's model",
     )
     engine: str | None = Field(default=None, description="transformers | ctranslate2")
-    force: bool = Field(default=False, description="re-transcribe files that have an ok row")
-    retry_errors: bool = Field(default=False, description="re-transcribe files with error rows")
-    batch_size: int = Field(default=8, ge=1, le=256)
-    num_beams: int = Field(default=1, ge=1, le=16)
-    language: str | None = "en"
-    return_timestamps: bool = True
+    force: bool = Field(
+        default=default(JobSettings, "force"), description="re-transcribe files that have an ok row"
+    )
+    retry_errors: bool = Field(
+        default=default(JobSettings, "retry_errors"),
+        description="re-transcribe files with error rows",
+    )
+    batch_size: int = Field(default=_DECODING.batch_size, ge=1, le=256)
+    num_beams: int = Field(default=_DECODING.num_beams, ge=1, le=16)
+    language: str | None = _DECODING.language
+    return_timestamps: bool = _DECODING.return_timestamps
     pack: bool = Field(
-        default=True,
+        default=_DECODING.pack,
         description="ctranslate2 engine: pack short clips into shared 30 s windows (falls back "
         "to one clip per window wherever the split is ambiguous)",
     )
-    actors: int | None = Field(default=None, ge=1)
-    threads_per_actor: int | None = Field(default=None, ge=1)
-    max_file_mb: int = Field(default=512, ge=1)
-    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="error_rate check")
-    max_wer: float = Field(default=0.25, ge=0, description="wer check, where references exist")
-    max_flagged_rate: float = Field(default=0.05, ge=0, le=1, description="hallucinations check")
+    actors: int | None = Field(default=default(JobSettings, "actors"), ge=1)
+    threads_per_actor: int | None = Field(default=default(JobSettings, "threads_per_actor"), ge=1)
+    max_file_mb: int = Field(default=default(JobSettings, "max_file_bytes") // MIB, ge=1)
+    max_error_rate: float = Field(
+        default=_CHECKS.max_error_rate, ge=0, le=1, description="error_rate check"
+    )
+    max_wer: float = Field(
+        default=_CHECKS.max_wer, ge=0, description="wer check, where references exist"
+    )
+    max_flagged_rate: float = Field(
+        default=_CHECKS.max_flagged_rate, ge=0, le=1, description="hallucinations check"
+    )
+
+    def decoding(self) -> DecodingOptions:
+        return DecodingOptions(
+            language=self.language,
+            num_beams=self.num_beams,
+            batch_size=self.batch_size,
+            return_timestamps=self.return_timestamps,
+            pack=self.pack,
+        )
 
     def thresholds(self) -> CheckThresholds:
         return CheckThresholds(self.max_error_rate, self.max_wer, self.max_flagged_rate)
@@ -112,30 +137,26 @@ def transcripts(
         )
     context.log.info(f"{len(pending)} file(s) to transcribe with {model_id} ({engine})")
     pool = compute.ensure_pool(log=context.log)
-    job = {
-        "batch_keys": batch_keys,
-        "model": model,
-        "model_id": model_id,
-        "engine": engine,
-        "home": compute.home,
-        "source": stage.payload_spec(),
-        "sink": store.payload_spec(),
-        "decoding": {
-            "language": config.language,
-            "num_beams": config.num_beams,
-            "batch_size": config.batch_size,
-            "return_timestamps": config.return_timestamps,
-            "pack": config.pack,
-        },
-        "force": config.force,
-        "retry_errors": config.retry_errors,
-        "run_id": context.run_id,
-        "actors": config.actors,
-        "threads_per_actor": config.threads_per_actor,
-        "max_file_bytes": config.max_file_mb * 1024 * 1024,
-        "checks": asdict(config.thresholds()),
-    }
-    invocation = compute.run_payload(context, extras={"job": job, "partition_keys": batch_keys})
+    settings = JobSettings(
+        batch_keys=batch_keys,
+        model=model,
+        model_id=model_id,
+        engine=engine,
+        home=compute.home,
+        source=stage.payload_spec(),
+        sink=store.payload_spec(),
+        decoding=config.decoding(),
+        force=config.force,
+        retry_errors=config.retry_errors,
+        run_id=context.run_id,
+        actors=config.actors,
+        threads_per_actor=config.threads_per_actor,
+        max_file_bytes=config.max_file_mb * MIB,
+        checks=config.thresholds(),
+    )
+    invocation = compute.run_payload(
+        context, extras={"job": settings.to_extras(), "partition_keys": batch_keys}
+    )
     result = invocation.get_materialize_result()
     metadata = dict(result.metadata or {})
     metadata["pool"] = str(pool.get("address", ""))

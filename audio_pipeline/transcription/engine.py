@@ -29,7 +29,7 @@ class DecodingOptions:
     return_timestamps: bool = True
     batch_size: int = 8
     max_new_tokens: int | None = None
-    pack: bool = False  # ctranslate2: share 30 s encoder windows between short clips
+    pack: bool = True  # ctranslate2: share 30 s encoder windows between short clips
 
 
 @dataclass

@@ -21,48 +21,13 @@ import numpy as np
 from . import quality
 from .audio import SILENCE_DBFS, AudioDecodeError, decode_audio
 from .engine import DecodingOptions, Transcription, load_engine
+from .settings import JobSettings
 from .sinks import PendingFile, open_sink
 from .sources import open_source
 
 log = logging.getLogger(__name__)
 
 PACK_ROWS_FACTOR = 4
-
-
-@dataclass
-class JobSettings:
-    """Everything the payload needs, sent by the asset in the Pipes extras."""
-
-    batch_keys: list[str]
-    model: str
-    engine: str
-    home: str
-    source: dict
-    sink: dict
-    model_id: str | None = None
-    model_path: str | None = None
-    model_revision: str | None = None
-    decoding: DecodingOptions = field(default_factory=DecodingOptions)
-    force: bool = False
-    retry_errors: bool = False
-    run_id: str = "manual"
-    actors: int | None = None
-    threads_per_actor: int | None = None
-    max_file_bytes: int = 512 * 1024 * 1024
-    max_duration_s: float = 4 * 3600.0
-    decode_batch_size: int = 4
-    checks: quality.CheckThresholds = field(default_factory=quality.CheckThresholds)
-
-    @classmethod
-    def from_extras(cls, extras: dict) -> JobSettings:
-        data = dict(extras)
-        data["decoding"] = DecodingOptions(**(data.get("decoding") or {}))
-        data["checks"] = quality.CheckThresholds(**(data.get("checks") or {}))
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown job settings: {sorted(unknown)}")
-        return cls(**data)
 
 
 @dataclass
@@ -79,6 +44,8 @@ class JobSummary:
     engine: str = ""
     actors: int = 0
     threads_per_actor: int = 0
+    nodes: int = 0
+    expected_nodes: int | None = None
     error_samples: list[str] = field(default_factory=list)
     preview: list[dict] = field(default_factory=list)
     checks: list[quality.CheckOutcome] = field(default_factory=list)
@@ -92,7 +59,8 @@ class JobSummary:
 
     def metadata(self) -> dict:
         """Plain values for the materialization (no preview, no checks)."""
-        keys = ("files", "ok", "errors", "flagged", "actors", "threads_per_actor", "wer_files")
+        keys = ("files", "ok", "errors", "flagged", "nodes", "actors", "threads_per_actor")
+        keys += ("wer_files",)
         meta = {k: getattr(self, k) for k in keys}
         meta |= {
             "audio_seconds": round(self.audio_s, 2),
@@ -104,6 +72,8 @@ class JobSummary:
         }
         if self.wer is not None:
             meta["wer"] = round(self.wer, 4)
+        if self.expected_nodes is not None:
+            meta["expected_nodes"] = self.expected_nodes
         return meta
 
 
@@ -226,16 +196,33 @@ class Transcriber:
 
 
 def plan_actors(
-    cpus: float, gpus: float, actors: int | None, threads: int | None
+    cpus: float,
+    gpus: float,
+    actors: int | None,
+    threads: int | None,
+    nodes: int = 1,
+    expected_nodes: int | None = None,
 ) -> tuple[int, int, int]:
-    """(actors, threads per actor, GPUs per actor) for a cluster's resources."""
+    """(actors, threads per actor, GPUs per actor) for a cluster's resources.
+
+    On GPUs: one actor per GPU of every node the job will have (``expected_nodes``, e.g. a
+    Snowflake job's ``SNOWFLAKE_JOBS_COUNT``, counts nodes that are still joining).
+    """
     if gpus >= 1:
-        n = actors or int(gpus)
-        return n, threads or max(1, int(cpus // n) - 1), 1
+        per_node = max(1, int(gpus // max(nodes, 1)))
+        n = actors or max(int(gpus), (expected_nodes or 0) * per_node)
+        cpus_per_node = cpus / max(nodes, 1)
+        return n, threads or max(1, int(cpus_per_node // per_node) - 1), 1
     cpus = max(1, int(cpus))
     threads = threads or min(cpus, 4)
     n = actors or max(1, cpus // threads)
     return n, threads, 0
+
+
+def expected_nodes_from_env() -> int | None:
+    """The node count a Snowflake ML Job asked for (its runtime sets ``SNOWFLAKE_JOBS_COUNT``)."""
+    value = os.environ.get("SNOWFLAKE_JOBS_COUNT", "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def rows_per_call(settings: JobSettings) -> int:
@@ -244,12 +231,22 @@ def rows_per_call(settings: JobSettings) -> int:
     return settings.decoding.batch_size * (PACK_ROWS_FACTOR if packing else 1)
 
 
+@dataclass
+class Plan:
+    actors: int
+    threads: int
+    gpus_per_actor: int
+    nodes: int
+    expected_nodes: int | None
+    rows: int = 0
+
+
 def transcribe_files(
     settings: JobSettings,
     files: list[PendingFile],
     on_rows: Callable[[list[dict]], None],
     log_fn: Callable[[str], None] = print,
-) -> tuple[int, int]:
+) -> Plan:
     """Run the Ray Data plan over ``files``, streaming each finished block to ``on_rows``."""
     import ray  # a loopback RAY_ADDRESS is handled in this package's __init__
 
@@ -265,15 +262,21 @@ def transcribe_files(
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     resources = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    expected = expected_nodes_from_env()
     actors, threads, gpus = plan_actors(
         resources.get("CPU", 1),
         resources.get("GPU", 0),
         settings.actors,
         settings.threads_per_actor,
+        nodes=nodes,
+        expected_nodes=expected,
     )
     actors = max(1, min(actors, math.ceil(len(files) / max(1, settings.decoding.batch_size))))
     log_fn(
-        f"cluster: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU; "
+        f"cluster: {nodes} node(s)"
+        + (f" of {expected} expected" if expected else "")
+        + f", {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU; "
         f"{actors} Whisper actor(s) x {threads} thread(s), {gpus} GPU each"
     )
     # Similar sizes batch together: fewer padded frames per generate call.
@@ -309,7 +312,9 @@ def transcribe_files(
             "revision": settings.model_revision,
         },
     )
-    return actors, threads, _drain(ds, on_rows)
+    plan = Plan(actors, threads, gpus, nodes, expected)
+    plan.rows = _drain(ds, on_rows)
+    return plan
 
 
 def _drain(ds, on_rows) -> int:
@@ -369,9 +374,9 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
             f"({summary.ok} ok, {summary.errors} error)"
         )
 
-    summary.actors, summary.threads_per_actor, _ = transcribe_files(
-        settings, files, on_rows, log_fn
-    )
+    plan = transcribe_files(settings, files, on_rows, log_fn)
+    summary.actors, summary.threads_per_actor = plan.actors, plan.threads
+    summary.nodes, summary.expected_nodes = plan.nodes, plan.expected_nodes
     summary.wall_s = time.perf_counter() - started
     summary.wer = quality.corpus_wer(pairs)
     summary.wer_files = len(pairs)

@@ -19,7 +19,7 @@ from audio_pipeline.librispeech import BUNDLED_ROOT, iter_references
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute, build_payload_dir
 from audio_pipeline.resources.stage import LocalStage, SnowflakeStage
 from audio_pipeline.resources.warehouse import DuckDBStore, SnowflakeStore
-from audio_pipeline.transcription.snowflake_job import planned_actors
+from audio_pipeline.transcription.pipeline import plan_actors
 
 SAMPLE = BUNDLED_ROOT / "sample"
 
@@ -33,7 +33,7 @@ import sys
 sys.path.insert(0, {str(bundle)!r})
 sys.modules["dagster"] = None  # any "import dagster" fails
 import audio_pipeline
-import audio_pipeline.transcription.__main__, audio_pipeline.transcription.snowflake_job
+import audio_pipeline.transcription.__main__, audio_pipeline.transcription.entry
 import audio_pipeline.transcription.ingest_job
 from audio_pipeline.transcription import sinks, sources
 assert audio_pipeline.__file__.startswith({str(bundle)!r}), audio_pipeline.__file__
@@ -47,10 +47,11 @@ print(sorted({{m.split(".")[0] for m in loaded}}))
 
 @pytest.mark.parametrize(
     "gpus,nodes,jobs,expected",
-    [(0, 1, 5, None), (1, 1, 5, 5), (5, 5, 5, 5), (2, 1, 5, 10), (8, 2, 1, 8), (1, 1, None, 1)],
+    [(1, 1, 5, 5), (5, 5, 5, 5), (2, 1, 5, 10), (8, 2, 1, 8), (1, 1, None, 1), (3, 3, 3, 3)],
 )
 def test_actor_pool_from_cluster_gpus_and_jobs_count(gpus, nodes, jobs, expected):
-    assert planned_actors(gpus, nodes, jobs) == expected
+    actors, _, gpus_each = plan_actors(8 * nodes, gpus, None, None, nodes, jobs)
+    assert (actors, gpus_each) == (expected, 1)
 
 
 def job_asset(compute: SnowflakeMLJobCompute, extras: dict, ingest: bool = False):
@@ -164,12 +165,12 @@ def test_real_transcription_payload_through_the_stand_in(
         for k, v in result.asset_materializations_for_node("transcripts_job")[0].metadata.items()
     }
     assert (meta["files"], meta["ok"], meta["errors"]) == (2, 2, 0)
-    assert meta["snowflake_jobs_count"] == 5
+    assert meta["expected_nodes"] == 5
     assert meta["snowflake_ml_job_status"] == "DONE"
     assert meta["wer"] < 0.3 and meta["wer_files"] == 2
     texts = store.query("SELECT text FROM transcripts WHERE status = 'ok'")
     assert len(texts) == 2 and all(len(t[0]) > 10 for t in texts)
     call = fake_ml_jobs.submissions[0]
-    assert call["args"] == ["audio_pipeline.transcription.snowflake_job"]
+    assert call["args"] == ["audio_pipeline.transcription"]
     assert call["entrypoint"] == "run_payload.py"
     assert os.path.basename(call["dir_path"]) == "payload"

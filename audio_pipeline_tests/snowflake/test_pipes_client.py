@@ -190,7 +190,7 @@ def test_submit_kwargs_bind_to_installed_submit_directory():
     from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 
     compute = SnowflakeMLJobCompute(connection=SnowflakeConnection(connection_name="x"))
-    args = compute.submit_args("audio_pipeline.transcription.snowflake_job", "abcd-1234-ef")
+    args = compute.submit_args("audio_pipeline.transcription", "abcd-1234-ef")
     kwargs = PipesSnowflakeMLJobClient.submit_kwargs(
         dir_path="/tmp/payload", session=None, **(args | {"env_vars": {"A": "1"}})
     )
@@ -213,7 +213,7 @@ def test_submit_kwargs_bind_to_installed_submit_directory():
     assert kwargs["compute_pool"] == "AUDIO_PROCESSING_CP_GPU_NV_S_5_NODES"
     assert kwargs["stage_name"] == "JOB_STAGE"
     assert kwargs["entrypoint"] == "run_payload.py"
-    assert kwargs["args"] == ["audio_pipeline.transcription.snowflake_job"]
+    assert kwargs["args"] == ["audio_pipeline.transcription"]
     assert kwargs["target_instances"] == 5 and kwargs["min_instances"] == 1
     assert kwargs["external_access_integrations"] == ["AUDIO_PIPELINE_ACCESS_INTEGRATION"]
     assert kwargs["name"] == "TRANSCRIPTS_ABCD1234EF"

@@ -1,0 +1,46 @@
+"""The payload bundle shipped to an ML Job: the dagster-free modules and the SQL files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+PAYLOAD_ENTRY = "run_payload.py"
+# What the payload bundle carries: the dagster-free modules and the SQL files.
+_BUNDLE_FILES = (
+    "audio_pipeline/__init__.py",
+    "audio_pipeline/identifiers.py",
+    "audio_pipeline/librispeech.py",
+    "audio_pipeline/models.py",
+    "audio_pipeline/snowflake_sql.py",
+    "audio_pipeline/sql.py",
+)
+_ENTRY_SCRIPT = '''"""ML Job entry point: run the module named in argv[1] from this directory."""
+import os
+import runpy
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+module = sys.argv[1]
+sys.argv = [module, *sys.argv[2:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+'''
+
+
+def build_payload_dir(dest: Path) -> Path:
+    """Copy the payload (``transcription/``, the modules it imports, ``sql/``) under ``dest``."""
+    src_root = Path(__file__).resolve().parents[3]
+    for rel in _BUNDLE_FILES:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_root / rel, target)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(
+        src_root / "audio_pipeline" / "transcription",
+        dest / "audio_pipeline" / "transcription",
+        ignore=ignore,
+        dirs_exist_ok=True,
+    )
+    shutil.copytree(src_root / "sql", dest / "sql", ignore=ignore, dirs_exist_ok=True)
+    (dest / PAYLOAD_ENTRY).write_text(_ENTRY_SCRIPT)
+    return dest

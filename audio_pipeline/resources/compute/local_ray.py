@@ -1,0 +1,151 @@
+"""Ray Jobs on a Ray cluster: the local head we start, or an existing cluster's address."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+from dagster_ray.core.pipes import PipesRayJobClient
+from pydantic import Field
+
+from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute, log_tail
+from .ray_head import RayHead, alive_nodes, http_json
+
+
+class LocalRayCompute(TranscriptionCompute):
+    """A Ray cluster on this machine, started with ``ray start --head`` on loopback when needed.
+
+    ``address`` may name an existing cluster's dashboard (``http://host:8265``; env
+    ``RAY_ADDRESS``), in which case nothing is started.
+    """
+
+    # faster-whisper: about twice the transformers engine's speed here (make bench; README).
+    default_engine: str = "ctranslate2"
+    address: str | None = None
+    gcs_port: int = 6379
+    dashboard_port: int = 8265
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory_mb: int = 2048
+    python: str | None = None
+    isolated_ports: bool = Field(
+        default=False,
+        description="pick free ports for every Ray service, so that this head "
+        "can run beside another cluster on the same machine (tests)",
+    )
+    start_timeout_s: float = 90.0
+    poll_interval_s: float = 0.5
+
+    @property
+    def dashboard_url(self) -> str:
+        if self.address:
+            return self.address if "://" in self.address else f"http://{self.address}"
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def head(self) -> RayHead:
+        return RayHead(
+            state_dir=Path(self.home).expanduser() / "ray",
+            gcs_port=self.gcs_port,
+            dashboard_port=self.dashboard_port,
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            object_store_memory_mb=self.object_store_memory_mb,
+            isolated_ports=self.isolated_ports,
+            start_timeout_s=self.start_timeout_s,
+        )
+
+    def is_up(self) -> bool:
+        return http_json(f"{self.dashboard_url}/api/version") is not None
+
+    def ensure_pool(self, log=None) -> dict:
+        started = False
+        if not self.is_up():
+            if self.address:
+                raise ComputePoolError(f"no Ray cluster answers at {self.dashboard_url}")
+            self.head.start(log)
+            started = True
+        info = self.cluster_info()
+        info["started_now"] = started
+        return info
+
+    def _nodes(self) -> list[dict]:
+        return alive_nodes(self.dashboard_url)
+
+    def cluster_info(self) -> dict:
+        nodes = self._nodes()
+        return {
+            "address": self.dashboard_url,
+            "nodes": len(nodes),
+            "cpus": sum(n["resources_total"].get("CPU", 0) for n in nodes),
+            "gpus": sum(n["resources_total"].get("GPU", 0) for n in nodes),
+        }
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop the head (and workers) this project started; True when a head was stopped."""
+        return self.head.stop(timeout_s)
+
+    def _client(self):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        return PatientRayJobClient(
+            address=self.dashboard_url,
+            poll_interval=self.poll_interval_s,
+            submit_timeout_s=self.start_timeout_s,
+        )
+
+    def run_payload(self, context, extras):
+        from ray.job_submission import JobSubmissionClient
+
+        python = self.python or (sys.executable if not self.address else "python")
+        submission_id = f"transcripts-{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        params = {
+            "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
+            "submission_id": submission_id,
+            "runtime_env": {
+                "env_vars": {
+                    "PYTHONUNBUFFERED": "1",
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "RAY_AUTH_MODE": "disabled",
+                }
+            },
+        }
+        context.log.info(f"submitting Ray job {submission_id} to {self.dashboard_url}")
+        try:
+            return self._client().run(context=context, submit_job_params=params, extras=extras)
+        except RuntimeError as exc:
+            try:
+                logs = JobSubmissionClient(self.dashboard_url).get_job_logs(submission_id)
+            except Exception as log_exc:  # the cluster itself may be gone
+                logs = f"(job logs unavailable: {log_exc})"
+            tail = log_tail(logs)
+            raise dg.Failure(
+                description=f"Ray job {submission_id} failed: {exc}\n--- log tail ---\n{tail}",
+                metadata={
+                    "ray_job_id": submission_id,
+                    "log_tail": dg.MetadataValue.text(tail),
+                    "dashboard": dg.MetadataValue.url(self.dashboard_url),
+                },
+            ) from exc
+
+
+class PatientRayJobClient(PipesRayJobClient):
+    """dagster-ray's client, retrying submission while a fresh head has no job agent yet."""
+
+    def __init__(self, *args, submit_timeout_s: float = 90.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._submit_timeout_s = submit_timeout_s
+
+    def _start(self, context, session, submit_job_params):
+        deadline = time.monotonic() + self._submit_timeout_s
+        while True:
+            try:
+                return super()._start(context, session, dict(submit_job_params))
+            except RuntimeError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                context.log.info("Ray job agent not ready yet; retrying submission")
+                time.sleep(2)

@@ -1,0 +1,287 @@
+"""A Ray cluster on this machine: ``ray start`` processes we start, record and stop by PID.
+
+The head binds and advertises 127.0.0.1 only. Worker raylets (``ray start --address``) join it as
+further nodes on the same machine, each with ports of its own: a multi-node cluster without a
+network. Nothing here ever runs ``ray stop``, which would stop every Ray cluster on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import ComputePoolError, log_tail
+
+ISOLATED_PORT_FLAGS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+    "ray-client-server-port",
+)
+WORKER_PORT_FLAGS = tuple(f for f in ISOLATED_PORT_FLAGS if f != "ray-client-server-port")
+
+
+def http_json(url: str, timeout: float = 2.0) -> dict | None:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(url)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - http(s) only
+            return json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def alive_nodes(dashboard_url: str) -> list[dict]:
+    """Alive nodes of the cluster behind a dashboard, as its state API lists them."""
+    data = http_json(f"{dashboard_url}/api/v0/nodes?limit=1000", timeout=10)
+    if not data or not data.get("result"):
+        return []
+    return [n for n in data["data"]["result"]["result"] if n.get("state") == "ALIVE"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_port_range(size: int, avoid: set[int]) -> int:
+    """The first port of ``size`` consecutive ports that are free right now."""
+    for _ in range(50):
+        low = random.randrange(20_000, 40_000)
+        if any(low <= p < low + size for p in avoid):
+            continue
+        try:
+            for port in (low, low + size // 2, low + size - 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return low
+        except OSError:
+            continue
+    raise ComputePoolError("no free range of worker ports found")
+
+
+def isolated_port_flags(
+    taken: set[int], workers: int = 200, flags: tuple[str, ...] = ISOLATED_PORT_FLAGS
+) -> list[str]:
+    """``ray start`` flags giving every Ray service its own free port, all distinct."""
+    low = _free_port_range(workers, taken)
+    reserved = set(taken) | set(range(low, low + workers))
+    out = [f"--min-worker-port={low}", f"--max-worker-port={low + workers - 1}"]
+    for flag in flags:
+        port = free_port()
+        while port in reserved:
+            port = free_port()
+        reserved.add(port)
+        out.append(f"--{flag}={port}")
+    return out
+
+
+def ray_env(worker: bool = False) -> dict[str, str]:
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # A single-machine cluster: the head binds and advertises loopback, not the host's address
+    # (Ray otherwise replaces 127.0.0.1 by the host IP, for other nodes' sake). The same switch
+    # makes ``ray start --address`` refuse to join, so a worker gets it on and passes
+    # ``--node-ip-address=127.0.0.1`` instead.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1" if worker else "0"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+# ``ray start --address`` as a worker raylet on loopback. Ray refuses to join a cluster while
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the switch that keeps the head on 127.0.0.1), and with it on
+# replaces every loopback address by the host's IP. This keeps the addresses as given: the
+# worker joins 127.0.0.1:<gcs port> and advertises 127.0.0.1, so nothing leaves loopback.
+_WORKER_START = """
+import sys
+import ray._private.services as services
+services.resolve_ip_for_localhost = lambda host: host
+from ray.scripts.scripts import main
+sys.argv = ["ray", *sys.argv[1:]]
+main()
+"""
+
+
+def _ray_bin() -> str:
+    ray_bin = Path(sys.executable).with_name("ray")
+    return str(ray_bin) if ray_bin.exists() else "ray"
+
+
+def _kill_groups(pids: list[int], timeout_s: float) -> list[int]:
+    """SIGTERM each process group, SIGKILL what is left after ``timeout_s``; the groups found."""
+    found = []
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            found.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + timeout_s
+    alive = list(found)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _group_alive(pid)]
+    for pid in alive:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies left unreaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@dataclass
+class RayHead:
+    """``ray start --head --block`` on 127.0.0.1, plus any worker raylets added to it."""
+
+    state_dir: Path
+    gcs_port: int = 6379
+    dashboard_port: int = 8265
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory_mb: int = 2048
+    isolated_ports: bool = False
+    start_timeout_s: float = 90.0
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"head-{self.dashboard_port}.pid"
+
+    def _worker_pid_files(self) -> list[Path]:
+        return sorted(self.state_dir.glob(f"worker-{self.dashboard_port}-*.pid"))
+
+    def is_up(self) -> bool:
+        return http_json(f"{self.dashboard_url}/api/version") is not None
+
+    def nodes(self) -> list[dict]:
+        return alive_nodes(self.dashboard_url)
+
+    def _launch(
+        self, cmd: list[str], name: str, log=None, worker: bool = False
+    ) -> tuple[subprocess.Popen, Path]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.state_dir / f"{name}.log"
+        if log:
+            log.info(f"starting Ray {name} (dashboard {self.dashboard_url}); log {log_path}")
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=ray_env(worker),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return proc, log_path
+
+    def _node_flags(self, num_cpus: int | None, num_gpus: int | None) -> list[str]:
+        flags = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+        flags.append(f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}")
+        if num_cpus is not None:
+            flags.append(f"--num-cpus={num_cpus}")
+        if num_gpus is not None:
+            flags.append(f"--num-gpus={num_gpus}")
+        return flags
+
+    def _wait(self, proc: subprocess.Popen, log_path: Path, ready) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ComputePoolError(
+                    f"ray start exited with {proc.returncode}:\n{log_tail(log_path.read_text())}"
+                )
+            if ready():
+                return
+            time.sleep(0.5)
+        _kill_groups([proc.pid], 10)
+        raise ComputePoolError(
+            f"Ray node did not come up within {self.start_timeout_s:.0f} s:\n"
+            f"{log_tail(log_path.read_text())}"
+        )
+
+    def start(self, log=None) -> None:
+        cmd = [
+            _ray_bin(),
+            "start",
+            "--head",
+            f"--port={self.gcs_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            "--include-dashboard=true",
+            *self._node_flags(self.num_cpus, self.num_gpus),
+        ]
+        if self.isolated_ports:
+            cmd += isolated_port_flags({self.gcs_port, self.dashboard_port})
+        proc, log_path = self._launch(cmd, f"head-{self.dashboard_port}", log)
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            self._wait(proc, log_path, lambda: self.is_up() and bool(self.nodes()))
+        except ComputePoolError:
+            self.pid_file.unlink(missing_ok=True)
+            raise
+
+    def add_worker(
+        self, num_cpus: int | None = None, num_gpus: int | None = None, wait: bool = True, log=None
+    ) -> int:
+        """Start a worker raylet joining this head (its own ports); returns its PID."""
+        before = len(self.nodes())
+        n = len(self._worker_pid_files()) + 1
+        cmd = [
+            sys.executable,
+            "-c",
+            _WORKER_START,
+            "start",
+            f"--address={self.gcs_address}",
+            *self._node_flags(num_cpus, num_gpus),
+            *isolated_port_flags({self.gcs_port, self.dashboard_port}, flags=WORKER_PORT_FLAGS),
+        ]
+        proc, log_path = self._launch(cmd, f"worker-{self.dashboard_port}-{n}", log, worker=True)
+        (self.state_dir / f"worker-{self.dashboard_port}-{n}.pid").write_text(str(proc.pid))
+        if wait:
+            self._wait(proc, log_path, lambda: len(self.nodes()) > before)
+        return proc.pid
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop the workers and the head we started (by recorded PID); True if a head stopped.
+
+        SIGTERM, then SIGKILL after ``timeout_s``: Ray's processes take 15-30 s to leave on
+        their own, and a stopped cluster keeps no state worth a graceful exit.
+        """
+        files = [*self._worker_pid_files(), self.pid_file]
+        pids = {f: int(f.read_text().strip() or 0) for f in files if f.exists()}
+        for f in pids:
+            f.unlink(missing_ok=True)
+        stopped = _kill_groups([p for p in pids.values() if p], timeout_s)
+        return pids.get(self.pid_file, 0) in stopped

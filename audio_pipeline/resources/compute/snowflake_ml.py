@@ -1,0 +1,196 @@
+"""Snowflake compute pools; the payload runs there as an ML Job, followed through Pipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from ... import identifiers, snowflake_sql
+from ..snowflake_connection import SnowflakeConnection
+from .base import INGEST_PAYLOAD_MODULE, PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
+from .bundle import PAYLOAD_ENTRY, build_payload_dir
+
+# Credits per node-hour (Snowflake service consumption table); used for the cost estimate.
+CREDITS_PER_NODE_HOUR = {"GPU_NV_S": 0.57}
+
+
+class SnowflakeMLJobCompute(TranscriptionCompute):
+    """A Snowflake compute pool; the payload runs there as an ML Job, followed through Pipes.
+
+    ``home`` is the working directory inside the job's container (model cache).
+    """
+
+    connection: SnowflakeConnection
+    home: str = "/tmp/audio_pipeline"
+    default_model: str = "openai/whisper-large-v3"
+    pool_name: str = "AUDIO_PROCESSING_CP_GPU_NV_S_5_NODES"
+    instance_family: str = "GPU_NV_S"
+    min_nodes: int = Field(default=1, ge=1)
+    max_nodes: int = Field(default=5, ge=1)
+    auto_suspend_secs: int = Field(default=300, ge=0)
+    auto_resume: bool = True
+    initially_suspended: bool = True
+    target_instances: int = Field(default=5, ge=1, description="nodes per transcription job")
+    min_instances: int = Field(default=1, ge=1, description="nodes a job waits for to start")
+    job_stage: str = "JOB_STAGE"
+    external_access_integrations: list[str] = Field(
+        default_factory=lambda: ["AUDIO_PIPELINE_ACCESS_INTEGRATION"]
+    )
+    pip_requirements: list[str] = Field(
+        default_factory=lambda: ["dagster-pipes==1.13.27", "soundfile>=0.12", "librosa>=0.10"]
+    )
+    runtime_environment: str | None = None
+    poll_interval_s: float = 10.0
+    timeout_s: float | None = Field(default=3 * 3600.0, description="cancel the job after this")
+    ingest_pool_name: str = "AUDIO_PROCESSING_CP_DATA_DOWNLOAD"
+    ingest_instance_family: str = "CPU_X64_M"
+
+    def pool_sql(self) -> dict:
+        """(statement, params) of the CREATE, ALTER and DESCRIBE statements for this pool."""
+        pool = identifiers.validate(self.pool_name, "compute pool name")
+        params = {
+            "min_nodes": int(self.min_nodes),
+            "max_nodes": int(self.max_nodes),
+            "auto_resume": bool(self.auto_resume),
+            "auto_suspend_secs": int(self.auto_suspend_secs),
+            "initially_suspended": bool(self.initially_suspended),
+        }
+        family = identifiers.Keyword(self.instance_family)
+        (create,) = snowflake_sql.statements(
+            "create_compute_pool", pool=pool, instance_family=family
+        )
+        (alter,) = snowflake_sql.statements("alter_compute_pool", pool=pool)
+        (describe,) = snowflake_sql.statements("describe_compute_pool", pool=pool)
+        alter_params = {k: v for k, v in params.items() if k != "initially_suspended"}
+        return {
+            "create": (create, params),
+            "alter": (alter, alter_params),
+            "describe": (describe, None),
+        }
+
+    def ensure_pool(self, log=None) -> dict:
+        with self.connection.connect(use_schema=False) as conn:
+            return self.ensure_pool_with(conn.cursor(), log)
+
+    def ensure_pool_with(self, cursor, log=None) -> dict:
+        """CREATE IF NOT EXISTS, ALTER when DESCRIBE differs from the config; DESCRIBE metadata."""
+        if self.min_nodes > self.max_nodes:
+            raise ComputePoolError(f"min_nodes {self.min_nodes} > max_nodes {self.max_nodes}")
+        stmts = self.pool_sql()
+        cursor.execute(*stmts["create"])
+        info = _describe(cursor, stmts["describe"][0])
+        wanted = stmts["alter"][1]
+        differs = sorted(k for k, v in wanted.items() if not _same(info.get(k), v))
+        if differs:
+            if log:
+                log.info(f"compute pool {self.pool_name}: updating {', '.join(differs)}")
+            cursor.execute(*stmts["alter"])
+            info = _describe(cursor, stmts["describe"][0])
+        family = str(info.get("instance_family") or "")
+        meta = {
+            "address": f"compute pool {self.pool_name}",
+            "pool": self.pool_name,
+            "state": info.get("state"),
+            "instance_family": family,
+            "min_nodes": _int(info.get("min_nodes")),
+            "max_nodes": _int(info.get("max_nodes")),
+            "active_nodes": _int(info.get("active_nodes")),
+            "target_nodes": _int(info.get("target_nodes")),
+            "altered": ", ".join(differs) or "nothing",
+        }
+        if family and family.upper() != self.instance_family.upper():
+            meta["instance_family_mismatch"] = (
+                f"configured {self.instance_family}, pool has {family} (cannot be altered: "
+                "drop the pool or choose another name)"
+            )
+            if log:
+                log.warning(meta["instance_family_mismatch"])
+        rate = CREDITS_PER_NODE_HOUR.get(family.upper() or self.instance_family.upper())
+        if rate is not None:
+            meta["credits_per_hour_at_max_nodes"] = round(rate * self.max_nodes, 3)
+        return meta
+
+    def job_env(self) -> dict[str, str]:
+        return {
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+
+    def submit_args(self, module: str, run_id: str, ingest: bool = False) -> dict:
+        """The ``PipesSnowflakeMLJobClient.run`` arguments other than context, session, extras."""
+        database, schema = self.connection.schema_fqn
+        pool = self.ingest_pool_name if ingest else self.pool_name
+        kwargs = {
+            "compute_pool": identifiers.validate(pool, "compute pool name"),
+            "entrypoint": PAYLOAD_ENTRY,
+            "args": [module],
+            "stage_name": identifiers.validate(self.job_stage, "stage name"),
+            "target_instances": 1 if ingest else self.target_instances,
+            "min_instances": 1 if ingest else min(self.min_instances, self.target_instances),
+            "pip_requirements": list(self.pip_requirements),
+            "external_access_integrations": [
+                identifiers.validate(e, "integration name")
+                for e in self.external_access_integrations
+            ],
+            "env_vars": self.job_env(),
+            "query_warehouse": identifiers.validate(self.connection.warehouse, "warehouse name"),
+            "name": ("INGEST_" if ingest else "TRANSCRIPTS_")
+            + run_id.replace("-", "")[:12].upper(),
+            "database": database,
+            "schema": schema,
+        }
+        if self.runtime_environment:
+            kwargs["runtime_environment"] = self.runtime_environment
+        return kwargs
+
+    def _client(self):
+        from ..pipes_snowflake import PipesSnowflakeMLJobClient
+
+        return PipesSnowflakeMLJobClient(
+            poll_interval_s=self.poll_interval_s, timeout_s=self.timeout_s
+        )
+
+    def _run(self, context, extras: dict, module: str, ingest: bool):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="audio-payload-") as tmp:
+            bundle = build_payload_dir(Path(tmp) / "payload")
+            with self.connection.snowpark_session() as session:
+                return self._client().run(
+                    context=context,
+                    dir_path=str(bundle),
+                    session=session,
+                    extras=extras,
+                    **self.submit_args(module, context.run.run_id, ingest=ingest),
+                )
+
+    def run_payload(self, context, extras):
+        return self._run(context, extras, PAYLOAD_MODULE, ingest=False)
+
+    def run_ingest(self, context, extras):
+        """Download a LibriSpeech subset and PUT it to the stage as an ML Job on the CPU pool."""
+        return self._run(context, extras, INGEST_PAYLOAD_MODULE, ingest=True)
+
+
+def _describe(cursor, statement: str) -> dict:
+    cursor.execute(statement)
+    rows = cursor.fetchall()
+    if not rows:
+        return {}
+    names = [str(d[0]).lower() for d in cursor.description]
+    return dict(zip(names, rows[0], strict=False))
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _same(current, wanted) -> bool:
+    if isinstance(wanted, bool):
+        return str(current).strip().lower() == str(wanted).lower()
+    return _int(current) == wanted

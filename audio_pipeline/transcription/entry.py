@@ -1,0 +1,77 @@
+"""The one entry function of the payload, for a Ray Job and a Snowflake ML Job alike.
+
+Under Dagster Pipes the job settings arrive in the extras (key ``job``); outside Pipes they can be
+given as a JSON file with ``--settings``. What one path reports the other reports: the summary as
+materialization metadata, and every asset check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from ..models import resolve_model
+from .pipeline import JobSummary, run_job
+from .settings import JobSettings
+
+
+def _markdown_preview(rows: list[dict]) -> str:
+    lines = ["| file | status | text |", "|---|---|---|"]
+    for r in rows:
+        text = (r.get("text") or "").replace("|", "\\|")[:120]
+        lines.append(f"| {r['file_path']} | {r['status']} | {text} |")
+    return "\n".join(lines)
+
+
+def summary_metadata(summary: JobSummary) -> dict:
+    meta: dict = summary.metadata()
+    if summary.preview:
+        meta["preview"] = {"raw_value": _markdown_preview(summary.preview), "type": "md"}
+    if summary.error_samples:
+        meta["error_samples"] = {"raw_value": "\n".join(summary.error_samples), "type": "text"}
+    return meta
+
+
+def prepare(settings: JobSettings) -> JobSettings:
+    """Resolve the model before any work starts: a missing model fails fast and clearly."""
+    model = resolve_model(settings.model, settings.engine, settings.home)
+    settings.model_path = model.path
+    settings.model_id = settings.model_id or model.model_id
+    settings.model_revision = settings.model_revision or model.revision
+    return settings
+
+
+def report(pipes: PipesContext, summary: JobSummary) -> None:
+    """The materialization and every check, back through Pipes."""
+    pipes.report_asset_materialization(metadata=summary_metadata(summary))
+    for check in summary.checks:
+        pipes.report_asset_check(
+            check_name=check.name,
+            passed=check.passed,
+            severity=check.severity,
+            metadata=check.metadata,
+        )
+
+
+def run_with_pipes(pipes: PipesContext) -> JobSummary:
+    settings = prepare(JobSettings.from_extras(pipes.get_extra("job")))
+    summary = run_job(settings, log_fn=pipes.log.info)
+    report(pipes, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.transcription")
+    parser.add_argument("--settings", help="JSON file of job settings (outside Dagster Pipes)")
+    args = parser.parse_args(argv)
+    if args.settings:
+        with open(args.settings) as f:
+            settings = prepare(JobSettings.from_extras(json.load(f)))
+        summary = run_job(settings)
+        print(json.dumps(summary_metadata(summary), default=str, indent=2))
+        return 0
+    with open_dagster_pipes() as pipes:
+        run_with_pipes(pipes)
+    return 0
