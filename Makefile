@@ -6,6 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 SUBSET ?= sample
+PORT ?= 3000
 export AUDIO_PIPELINE_HOME ?= $(CURDIR)/.audio_pipeline
 export DAGSTER_HOME ?= $(AUDIO_PIPELINE_HOME)/dagster
 export RAY_AUTH_MODE ?= disabled
@@ -17,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
 	@echo "make test     run the test suite (includes the end-to-end test on the real tiny.en model)"
-	@echo "make dev      Dagster UI on http://127.0.0.1:3000"
+	@echo "make dev      Dagster UI on http://127.0.0.1:$(PORT) (PORT=...)"
 	@echo "make stop     stop the local Ray head this project started"
 	@echo "make lint     ruff"
 	@echo "make bench    throughput against faster-whisper and the quickstart's actor"
@@ -35,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: install
-	$(BIN)/python -m audio_pipeline.cli demo --subset $(SUBSET)
+	$(BIN)/python -m audio_pipeline.cli demo --subset $(SUBSET) $(if $(DEBUG),--debug)
 
 test: install
 	$(BIN)/python -m pytest -ra audio_pipeline_tests
@@ -46,7 +47,7 @@ test-fast: install
 dev: install
 	@mkdir -p $(DAGSTER_HOME)
 	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 stop: install
 	$(BIN)/python -m audio_pipeline.cli stop

@@ -8,17 +8,22 @@ read back from the transcript table.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import logging
 import os
 import sys
 import time
-import warnings
+from pathlib import Path
+
+import dagster as dg
 
 from .partitions import librispeech_batch_key
 
+EPHEMERAL_JOB = "__ephemeral_asset_job__"
+
 
 def _instance():
-    import dagster as dg
-
     if os.environ.get("DAGSTER_HOME"):
         home = os.environ["DAGSTER_HOME"]
         os.makedirs(home, exist_ok=True)
@@ -30,37 +35,116 @@ def _instance():
     return dg.DagsterInstance.ephemeral()
 
 
-def _materialize(
+class CliError(Exception):
+    """A failure the user can act on: printed in a line or two, the traceback only with --debug."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail  # the full error chain, for --debug
+
+
+# Dagster's wrappers around the exception an asset raised: the cause is what the user needs.
+_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+
+
+def user_message(error) -> str:
+    """The innermost meaningful message of a ``SerializableErrorInfo`` chain, without class path."""
+    while error.cls_name in _WRAPPERS and (error.cause or error.context):
+        error = error.cause or error.context
+    message = error.message.strip()
+    prefix, sep, rest = message.partition(": ")
+    if sep and prefix.rsplit(".", 1)[-1] == error.cls_name:
+        message = rest
+    if error.cls_name not in ("Failure", "LibriSpeechError", "ComputePoolError", "CliError"):
+        message = f"{error.cls_name}: {message}"
+    return message
+
+
+class _DemoLogHandler(logging.Handler):
+    """Prints what assets and the payload log, one indented line each; skips Dagster's events."""
+
+    def __init__(self, stream):
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        if meta.get("dagster_event") is not None:
+            return  # step/run events: failures are summarized by the CLI itself
+        message = str(meta.get("orig_message") or record.getMessage())
+        if message.startswith("[pipes]"):
+            return
+        for line in message.splitlines()[:1]:
+            self.stream.write(f"      {line}\n")
+        self.stream.flush()
+
+
+def _demo_logger(stream) -> dg.LoggerDefinition:
+    @dg.logger(description="make demo: asset and payload messages, one line each")
+    def demo(_init_context) -> logging.Logger:
+        logger = logging.Logger("audio_pipeline.demo", logging.INFO)
+        logger.addHandler(_DemoLogHandler(stream))
+        return logger
+
+    return demo
+
+
+def materialize(
     selection: str,
     partition_key: str | None,
+    *,
     resources: dict,
     instance,
     run_config: dict | None = None,
+    debug: bool = False,
+    log_path: Path | None = None,
 ):
-    import dagster as dg
+    """Materialize one asset in-process; a failure raises :class:`CliError` with its cause.
 
+    Without ``debug`` only asset and payload messages reach the terminal; everything else
+    (Dagster's events, the job's own output) goes to ``log_path``.
+    """
     from .definitions import ASSETS
 
     run_config = dict(run_config or {})
-    run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
-    result = dg.materialize(
-        ASSETS,
-        selection=[selection],
-        partition_key=partition_key,
+    if debug:
+        loggers = None
+        run_config["loggers"] = {"console": {"config": {"log_level": "DEBUG"}}}
+    else:
+        loggers = {"demo": _demo_logger(sys.stdout)}
+        run_config["loggers"] = {"demo": {}}
+    defs = dg.Definitions(
+        assets=ASSETS,
+        jobs=[dg.define_asset_job(EPHEMERAL_JOB, selection=[selection])],
         resources=resources,
-        instance=instance,
-        run_config=run_config,
-        raise_on_error=False,
+        loggers=loggers,
     )
+    job = defs.resolve_job_def(EPHEMERAL_JOB)
+    with contextlib.ExitStack() as stack:
+        if not debug and log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(open(log_path, "a", encoding="utf-8"))
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(out))
+        result = job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            partition_key=partition_key,
+            raise_on_error=False,
+        )
     if not result.success:
-        for event in result.all_events:
-            if event.is_failure and event.event_specific_data is not None:
-                error = getattr(event.event_specific_data, "error", None)
-                if error is not None:
-                    print(error.to_string(), file=sys.stderr)
-        raise SystemExit(f"materializing {selection} failed; see the log above")
+        failures = [e for e in result.all_events if e.is_step_failure]
+        if not failures:
+            raise CliError(f"materializing {selection} failed", None)
+        error = failures[0].step_failure_data.error
+        raise CliError(user_message(error), error.to_string())
     mats = result.asset_materializations_for_node(selection)
     return mats[-1].metadata if mats else {}
+
+
+def _log_path(instance) -> Path | None:
+    root = getattr(instance, "root_directory", None)
+    return Path(root) / "demo.log" if root else None
 
 
 def _value(meta: dict, key: str):
@@ -68,22 +152,31 @@ def _value(meta: dict, key: str):
     return getattr(v, "value", v)
 
 
-def demo(subset: str, model: str | None, engine: str | None) -> int:
+def demo(subset: str, model: str | None, engine: str | None, debug: bool = False) -> int:
+    from .librispeech import LibriSpeechError, get_subset
     from .models import model_id_for
     from .profiles import resources_for
 
-    warnings.filterwarnings("ignore")
+    try:
+        get_subset(subset)
+    except LibriSpeechError as exc:
+        raise CliError(str(exc)) from None
     resources = resources_for()
     instance = _instance()
+    log_path = _log_path(instance)
     started = time.perf_counter()
+
+    run = functools.partial(
+        materialize, resources=resources, instance=instance, debug=debug, log_path=log_path
+    )
     print(f"[1/3] librispeech_audio[{subset}] → stage {resources['stage'].describe()}")
-    ingest = _materialize("librispeech_audio", subset, resources, instance)
+    ingest = run("librispeech_audio", subset)
     print(
         f"      {_value(ingest, 'files')} files, {_value(ingest, 'copied')} copied, "
         f"{_value(ingest, 'audio_hours') * 60:.1f} audio minutes"
     )
     print("[2/3] transcription_compute_pool")
-    pool = _materialize("transcription_compute_pool", None, resources, instance)
+    pool = run("transcription_compute_pool", None)
     print(
         f"      {_value(pool, 'address')}: {_value(pool, 'nodes')} node(s), "
         f"{_value(pool, 'cpus')} CPU, {_value(pool, 'gpus')} GPU"
@@ -92,7 +185,7 @@ def demo(subset: str, model: str | None, engine: str | None) -> int:
     print(f"[3/3] transcripts[{batch}]")
     ops = {k: v for k, v in {"model": model, "engine": engine}.items() if v}
     run_config = {"ops": {"transcripts": {"config": ops}}} if ops else None
-    meta = _materialize("transcripts", batch, resources, instance, run_config)
+    meta = run("transcripts", batch, run_config=run_config)
     wall = time.perf_counter() - started
     compute = resources["compute"]
     model_id = model_id_for(model or compute.default_model)
@@ -148,21 +241,47 @@ def query(sql: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.cli")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print tracebacks and Dagster's full log (make demo DEBUG=1)",
+    )
+    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.cli", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="ingest a subset, ensure the pool, transcribe, summarize")
+    d = sub.add_parser(
+        "demo", parents=[common], help="ingest a subset, ensure the pool, transcribe, summarize"
+    )
     d.add_argument("--subset", default=os.environ.get("SUBSET") or "sample")
     d.add_argument("--model", default=None)
     d.add_argument("--engine", default=None, choices=["transformers", "ctranslate2"])
-    sub.add_parser("stop", help="stop the local Ray head this project started")
-    q = sub.add_parser("query", help="run a read-only SQL query on the local warehouse")
+    sub.add_parser("stop", parents=[common], help="stop the local Ray head this project started")
+    q = sub.add_parser(
+        "query", parents=[common], help="run a read-only SQL query on the local warehouse"
+    )
     q.add_argument("sql")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.subset, args.model, args.engine)
-    if args.command == "query":
-        return query(args.sql)
-    return stop()
+    debug = getattr(args, "debug", False)
+    try:
+        if args.command == "demo":
+            return demo(args.subset, args.model, args.engine, debug=debug)
+        if args.command == "query":
+            return query(args.sql)
+        return stop()
+    except CliError as exc:
+        if debug and exc.detail:
+            print(exc.detail, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.detail and not debug:
+            print(
+                "(for the traceback: run again with --debug, or make demo DEBUG=1)",
+                file=sys.stderr,
+            )
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

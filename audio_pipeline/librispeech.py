@@ -143,8 +143,8 @@ def download(
         if actual != expected_md5:
             part.unlink()
             raise LibriSpeechError(
-                f"md5 mismatch for {url}: expected {expected_md5}, got {actual}; "
-                "the corrupt download was deleted"
+                f"md5 mismatch for {url}: expected {expected_md5}, found {actual}; "
+                f"removed the corrupt download {part}. Run again to download it afresh."
             )
     part.rename(dest)
     return dest
@@ -155,7 +155,8 @@ def verify_tarball(path: Path, expected_md5: str | None) -> None:
         actual = md5_of(path)
         if actual != expected_md5:
             raise LibriSpeechError(
-                f"md5 mismatch for {path}: expected {expected_md5}, got {actual}"
+                f"md5 mismatch for {path}: expected {expected_md5}, found {actual}; "
+                "the file is left as it is (it is the mirror's): replace it"
             )
 
 
@@ -221,7 +222,8 @@ def fetch_subset(
         local = Path(parsed.path if parsed.scheme == "file" else mirror).expanduser()
         if not local.is_dir():
             raise LibriSpeechError(
-                f"LIBRISPEECH_MIRROR {mirror!r} is neither a URL nor a directory"
+                f"LIBRISPEECH_MIRROR: no directory {local}. Point it at a directory holding "
+                f"{subset}.tar.gz or LibriSpeech/{subset}/, or at a URL serving {subset}.tar.gz"
             )
         tree = find_subset_tree(local, subset)
         if tree is not None:

@@ -1,11 +1,19 @@
-"""SQL statements live in ``sql/<dialect>/<verb_object>.sql`` at the repository root."""
+"""SQL statements live in ``sql/<dialect>/<verb_object>.sql`` at the repository root.
+
+A wheel carries them as ``audio_pipeline/sql_files/`` (setup.py); a source checkout or an
+editable install reads the top-level ``sql/`` directly.
+"""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
-SQL_ROOT = Path(__file__).resolve().parent.parent / "sql"
+_PACKAGE = Path(__file__).resolve().parent
+SQL_ROOT = next(
+    (p for p in (_PACKAGE / "sql_files", _PACKAGE.parent / "sql") if p.is_dir()),
+    _PACKAGE.parent / "sql",
+)
 
 
 @functools.cache

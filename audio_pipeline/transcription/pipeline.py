@@ -260,6 +260,8 @@ def transcribe_files(
         )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    # Progress goes to Dagster through Pipes; Ray Data would warn that its bars are off.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx.print_on_execution_start = False
     resources = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ...sql import SQL_ROOT
+
 PAYLOAD_ENTRY = "run_payload.py"
 # What the payload bundle carries: the dagster-free modules and the SQL files.
 _BUNDLE_FILES = (
@@ -41,6 +43,6 @@ def build_payload_dir(dest: Path) -> Path:
         ignore=ignore,
         dirs_exist_ok=True,
     )
-    shutil.copytree(src_root / "sql", dest / "sql", ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(SQL_ROOT, dest / "sql", ignore=ignore, dirs_exist_ok=True)
     (dest / PAYLOAD_ENTRY).write_text(_ENTRY_SCRIPT)
     return dest

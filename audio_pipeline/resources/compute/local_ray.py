@@ -9,9 +9,10 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
-from dagster_ray.core.pipes import PipesRayJobClient
+from dagster_ray.core.pipes import PipesRayJobClient, PipesRayJobMessageReader
 from pydantic import Field
 
+from .. import job_logs
 from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute, log_tail
 from .ray_head import RayHead, alive_nodes, http_json
 
@@ -100,7 +101,11 @@ class LocalRayCompute(TranscriptionCompute):
     def run_payload(self, context, extras):
         from ray.job_submission import JobSubmissionClient
 
-        python = self.python or (sys.executable if not self.address else "python")
+        # A cluster on this machine (ours, or RAY_ADDRESS on loopback) runs this environment.
+        on_this_machine = not self.address or self.dashboard_url.split("://")[-1].startswith(
+            ("127.", "localhost")
+        )
+        python = self.python or (sys.executable if on_this_machine else "python")
         submission_id = f"transcripts-{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
         params = {
             "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
@@ -132,10 +137,33 @@ class LocalRayCompute(TranscriptionCompute):
             ) from exc
 
 
+class _QuietJobLogs:
+    """A ``JobSubmissionClient`` whose log tail leaves out Ray's known harmless lines."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    async def tail_job_logs(self, job_id: str):
+        async for chunk in self._client.tail_job_logs(job_id):
+            yield "\n".join(line for line in chunk.split("\n") if not job_logs.is_noise(line))
+
+
+class QuietRayJobMessageReader(PipesRayJobMessageReader):
+    """dagster-ray's reader; what it forwards to stdout leaves out :data:`job_logs.RAY_NOISE`."""
+
+    def on_launched(self, launched_payload) -> None:
+        super().on_launched(launched_payload)
+        self._client = _QuietJobLogs(self._client)
+
+
 class PatientRayJobClient(PipesRayJobClient):
     """dagster-ray's client, retrying submission while a fresh head has no job agent yet."""
 
     def __init__(self, *args, submit_timeout_s: float = 90.0, **kwargs):
+        kwargs.setdefault("message_reader", QuietRayJobMessageReader())
         super().__init__(*args, **kwargs)
         self._submit_timeout_s = submit_timeout_s
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -209,6 +210,9 @@ class RayHead:
     def _node_flags(self, num_cpus: int | None, num_gpus: int | None) -> list[str]:
         flags = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         flags.append(f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}")
+        # Ray's default /tmp/ray is shared by every cluster on the machine, and a job's driver
+        # finds its cluster through /tmp/ray/ray_current_cluster: the latest head's, not ours.
+        flags.append(f"--temp-dir={Path(tempfile.gettempdir()) / f'ray-{self.gcs_port}'}")
         if num_cpus is not None:
             flags.append(f"--num-cpus={num_cpus}")
         if num_gpus is not None:
