@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,23 +61,49 @@ def user_message(error) -> str:
     return message
 
 
+PROGRESS = re.compile(r"^progress: (\d+)/(\d+) files, (.*)$")
+
+
 class _DemoLogHandler(logging.Handler):
-    """Prints what assets and the payload log, one indented line each; skips Dagster's events."""
+    """Prints what assets and the payload log, one indented line each, and the payload's
+    progress as a bar; skips Dagster's own events."""
 
     def __init__(self, stream):
         super().__init__(logging.INFO)
         self.stream = stream
+        self.bar = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
         meta = getattr(record, "dagster_meta", None) or {}
         if meta.get("dagster_event") is not None:
             return  # step/run events: failures are summarized by the CLI itself
         message = str(meta.get("orig_message") or record.getMessage())
-        if message.startswith("[pipes]"):
+        if message.startswith("[pipes]") or not message.strip():
             return
-        for line in message.splitlines()[:1]:
-            self.stream.write(f"      {line}\n")
-        self.stream.flush()
+        if match := PROGRESS.match(message):
+            done, total = int(match[1]), int(match[2])
+            if self.bar is None:
+                self.bar = tqdm(
+                    total=total,
+                    unit="file",
+                    file=self.stream,
+                    leave=True,
+                    desc="      transcribing",
+                )
+            self.bar.set_postfix_str(match[3], refresh=False)
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.bar.close()
+                self.bar = None
+            return
+        line = f"      {message.splitlines()[0]}"
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
 
 def _demo_logger(stream) -> dg.LoggerDefinition:
@@ -194,7 +221,7 @@ def demo(subset: str, model: str | None, engine: str | None, debug: bool = False
         print(f"      nothing to transcribe: every file already has a transcript for {model_id}")
     else:
         print(
-            f"      job transcribed {_value(meta, 'files')} files in "
+            f"      job transcribed {_value(meta, 'transcribed_now')} files in "
             f"{_value(meta, 'wall_seconds')} s ({_value(meta, 'x_real_time')}x real time)"
         )
     print()

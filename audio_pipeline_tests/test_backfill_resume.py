@@ -85,7 +85,12 @@ def test_backfill_of_three_partitions_is_one_job_over_their_union(home, instance
     assert len(ray_jobs(ray_compute)) == jobs_before + 1
     meta = result.asset_materializations_for_node("transcripts")
     assert {m.partition for m in meta} == set(keys)
-    assert meta[0].metadata["files"].value == 22 and meta[0].metadata["ok"].value == 22
+    # Each partition reports its own figures; the job's are alongside.
+    own = {m.partition: {k: v.value for k, v in m.metadata.items()} for m in meta}
+    sizes = {k: (v["files"], v["transcribed_now"], v["ok"]) for k, v in own.items()}
+    assert sizes == {keys[0]: (8, 8, 8), keys[1]: (8, 8, 8), keys[2]: (6, 6, 6)}
+    assert {v["job_files"] for v in own.values()} == {22}
+    assert len({v["preview"] for v in own.values()}) == 3
     rows = res["store"].query(
         "SELECT batch_key, count(*), count(DISTINCT run_id) "
         "FROM transcripts WHERE status = 'ok' GROUP BY 1 ORDER BY 1"

@@ -53,11 +53,19 @@ def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_comput
 
     first = materialize("transcripts", res, instance, "librispeech-sample")
     assert first.success
-    meta = metadata(first, "transcripts")  # reported by the payload through Pipes
-    assert (meta["files"], meta["ok"], meta["errors"]) == (23, 22, 1)
-    assert meta["wer"] < 0.25 and meta["wer_files"] == 22
-    assert meta["audio_seconds"] > 130 and meta["x_real_time"] > 0
+    meta = metadata(first, "transcripts")  # the partition's figures and the job's
+    assert (meta["files"], meta["transcribed_now"], meta["ok"], meta["errors"]) == (23, 23, 22, 1)
+    assert meta["wer_percent"] < 25 and meta["wer_files"] == 22
+    assert meta["audio_minutes"] > 2.1 and meta["x_real_time"] > 0
     assert meta["Ray Job ID"].startswith("transcripts-")
+    assert meta["Ray job"] == f"{ray_compute.dashboard_url}/#/jobs/{meta['Ray Job ID']}"
+    assert "| sample/corrupt.flac | error |" in meta["preview"]
+    progress = [
+        e.user_message
+        for e in instance.all_logs(first.run_id)
+        if e.user_message.startswith("progress: ")
+    ]
+    assert progress[-1].startswith("progress: 23/23 files, ") and "x real time" in progress[-1]
     rows = res["store"].query("SELECT status, count(*) FROM transcripts GROUP BY 1 ORDER BY 1")
     assert rows == [("error", 1), ("ok", 22)]
     (error,) = res["store"].query("SELECT error FROM transcripts WHERE status = 'error'")
@@ -70,7 +78,12 @@ def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_comput
 
     second = materialize("transcripts", res, instance, "librispeech-sample")
     assert second.success
-    assert metadata(second, "transcripts")["status"] == "cached"
+    cached = metadata(second, "transcripts")
+    # Nothing to do: the partition still shows the table's figures, not zeros.
+    assert cached["status"] == "cached" and cached["transcribed_now"] == 0
+    assert (cached["files"], cached["ok"], cached["errors"]) == (23, 22, 1)
+    assert cached["wer_percent"] == meta["wer_percent"]
+    assert cached["x_real_time"] == meta["x_real_time"] and cached["preview"] == meta["preview"]
     assert res["store"].query(
         "SELECT count(*), count(DISTINCT (file_path, model_id)) FROM transcripts"
     ) == [(23, 23)]
@@ -79,10 +92,8 @@ def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_comput
         "transcripts", res, instance, "librispeech-sample", config={"retry_errors": True}
     )
     assert retry.success
-    assert (metadata(retry, "transcripts")["files"], metadata(retry, "transcripts")["errors"]) == (
-        1,
-        1,
-    )
+    retried = metadata(retry, "transcripts")
+    assert (retried["transcribed_now"], retried["files"], retried["errors"]) == (1, 23, 1)
     assert res["store"].query("SELECT count(*) FROM transcripts") == [(23,)]
 
 
@@ -98,6 +109,9 @@ def test_failing_job_fails_the_materialization_with_its_log_tail(home, instance,
     )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
-    assert "Ray job transcripts-" in error and "--- log tail ---" in error
-    assert "ModelError" in error and "no-such-model" in error
+    assert "Ray job transcripts-" in error and "FAILED: ModelError: " in error
+    assert "no-such-model" in error and "last log lines:" in error
+    # What the UI shows: no Pipes protocol, no Python or Ray stack frames.
+    description = error.split("Stack Trace:")[0]
+    assert "__dagster_pipes_version" not in description and 'File "' not in description
     assert res["store"].query("SELECT count(*) FROM transcripts") == [(0,)]

@@ -94,13 +94,22 @@ def librispeech_audio(
             "files": len(rows),
             "copied": copied,
             "skipped_existing": len(rows) - copied,
-            "bytes": total_bytes,
+            "size": format_bytes(total_bytes),
             "audio_hours": round(audio_s / 3600, 4),
             "references": len(references),
             "batch_key": batch_key,
             "stage": stage.describe(),
         }
     )
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` → ``1.5 KiB``: sizes in metadata are read by people."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def _ingest_as_job(context, source: LibriSpeechSource, stage, store, compute):

@@ -9,7 +9,8 @@ from ..resources.compute import TranscriptionCompute
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
 from ..transcription.engine import DecodingOptions
-from ..transcription.quality import CheckThresholds, evaluate_checks
+from ..transcription.entry import markdown_preview
+from ..transcription.quality import BatchReport, CheckThresholds, evaluate_checks, percent
 from ..transcription.settings import MIB, JobSettings, default
 from .compute_pool import transcription_compute_pool
 from .ingest import librispeech_audio
@@ -50,7 +51,9 @@ class TranscriptsConfig(dg.Config):
         default=_CHECKS.max_error_rate, ge=0, le=1, description="error_rate check"
     )
     max_wer: float = Field(
-        default=_CHECKS.max_wer, ge=0, description="wer check, where references exist"
+        default=_CHECKS.max_wer,
+        ge=0,
+        description="wer check, where references exist; a fraction (0.25 is shown as 25 %)",
     )
     max_flagged_rate: float = Field(
         default=_CHECKS.max_flagged_rate, ge=0, le=1, description="hallucinations check"
@@ -124,16 +127,10 @@ def transcripts(
             f"nothing to transcribe: all {report.files} file(s) of "
             f"{', '.join(batch_keys)} have a transcript for {model_id}"
         )
+        report_partitions(context, store, model_id, {}, None)
         return dg.MaterializeResult(
             check_results=check_results(evaluate_checks(report, config.thresholds())),
-            metadata={
-                "status": "cached",
-                "files": 0,
-                "batch_files": report.files,
-                "ok": report.ok,
-                "errors": report.errors,
-                "model_id": model_id,
-            },
+            metadata={"status": "cached", "model_id": model_id},
         )
     context.log.info(f"{len(pending)} file(s) to transcribe with {model_id} ({engine})")
     pool = compute.ensure_pool(log=context.log)
@@ -158,7 +155,65 @@ def transcripts(
         context, extras={"job": settings.to_extras(), "partition_keys": batch_keys}
     )
     result = invocation.get_materialize_result()
-    metadata = dict(result.metadata or {})
+    job = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
+    report_partitions(context, store, model_id, job.get("files_by_batch") or {}, job)
+    metadata = {k: job[k] for k in JOB_FIGURES if k in job}
+    metadata["job_files"] = job.get("files", 0)
+    metadata["job_audio_minutes"] = round(job.get("audio_seconds", 0.0) / 60, 2)
     metadata["pool"] = str(pool.get("address", ""))
     metadata.update(invocation.metadata or {})
     return dg.MaterializeResult(metadata=metadata, check_results=result.check_results)
+
+
+# What a job reports about itself; its file counts, WER and preview are per partition instead.
+JOB_FIGURES = ("wall_seconds", "x_real_time", "model_id", "engine", "nodes", "actors")
+JOB_FIGURES += ("threads_per_actor", "expected_nodes")
+
+
+def partition_metadata(report: BatchReport, transcribed_now: int) -> dict:
+    """One partition's own figures, read back from the transcript table."""
+    meta: dict = {
+        "files": report.files,
+        "transcribed_now": transcribed_now,
+        "ok": report.ok,
+        "errors": report.errors,
+        "audio_minutes": round(report.audio_s / 60, 2),
+        "wer_files": report.wer_files,
+    }
+    if report.wer is not None:
+        meta["wer_percent"] = percent(report.wer)
+    rows = [
+        {"file_path": r["file_path"], "status": "ok", "text": r["text"]} for r in report.samples
+    ]
+    rows += [
+        {"file_path": r["file_path"], "status": "error", "text": r["error"]}
+        for r in report.error_samples
+    ]
+    if rows:
+        meta["preview"] = dg.MetadataValue.md(markdown_preview(rows))
+    return meta
+
+
+def report_partitions(context, store, model_id: str, transcribed: dict, job: dict | None) -> None:
+    """Each partition's materialization gets its own figures (a backfill is one run).
+
+    ``job`` is None when nothing was transcribed: each partition then keeps the x-real-time of
+    the run that last transcribed it.
+    """
+    for key in context.partition_keys:
+        meta = partition_metadata(store.batch_report([key], model_id), transcribed.get(key, 0))
+        if job is None:
+            last = _last_metadata(context, key)
+            if "x_real_time" in last:
+                meta["x_real_time"] = last["x_real_time"]
+        context.add_asset_metadata(meta, partition_key=key)
+
+
+def _last_metadata(context, partition_key: str) -> dict:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition_key]),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    return dict(records[0].asset_materialization.metadata)

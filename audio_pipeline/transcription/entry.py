@@ -17,7 +17,7 @@ from .pipeline import JobSummary, run_job
 from .settings import JobSettings
 
 
-def _markdown_preview(rows: list[dict]) -> str:
+def markdown_preview(rows: list[dict]) -> str:
     lines = ["| file | status | text |", "|---|---|---|"]
     for r in rows:
         text = (r.get("text") or "").replace("|", "\\|")[:120]
@@ -28,9 +28,11 @@ def _markdown_preview(rows: list[dict]) -> str:
 def summary_metadata(summary: JobSummary) -> dict:
     meta: dict = summary.metadata()
     if summary.preview:
-        meta["preview"] = {"raw_value": _markdown_preview(summary.preview), "type": "md"}
+        meta["preview"] = {"raw_value": markdown_preview(summary.preview), "type": "md"}
     if summary.error_samples:
         meta["error_samples"] = {"raw_value": "\n".join(summary.error_samples), "type": "text"}
+    # Split per partition by the asset, which reports each partition's own figures.
+    meta["files_by_batch"] = {"raw_value": summary.files_by_batch, "type": "json"}
     return meta
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,56 @@ from .sources import open_source
 log = logging.getLogger(__name__)
 
 PACK_ROWS_FACTOR = 4
+
+
+class Progress:
+    """Files done / total, x-real-time and ETA: logged as blocks finish, and at least every
+    ``interval_s`` while the job works, so that a stuck job is told from a slow one."""
+
+    def __init__(self, total: int, log_fn: Callable[[str], None], interval_s: float):
+        self.total, self.log_fn, self.interval_s = total, log_fn, interval_s
+        self.done, self.audio_s = 0, 0.0
+        self.started = self._last = time.monotonic()
+        self._lock = threading.Lock()  # one writer at a time on the Pipes channel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        speed = self.audio_s / elapsed if elapsed > 0 else 0.0
+        if self.done:
+            left = (self.total - self.done) * elapsed / self.done
+            eta = f"ETA {int(left // 60)}:{int(left % 60):02d}"
+        else:
+            eta = "ETA unknown until the first file is done"
+        return (
+            f"progress: {self.done}/{self.total} files, {speed:.1f}x real time, {eta} "
+            f"({elapsed:.0f} s elapsed)"
+        )
+
+    def add(self, files: int, audio_s: float) -> None:
+        with self._lock:
+            self.done += files
+            self.audio_s += audio_s
+            self._emit()
+
+    def _emit(self) -> None:
+        self._last = time.monotonic()
+        self.log_fn(self.line())
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval_s)):
+            with self._lock:
+                if time.monotonic() - self._last >= self.interval_s:
+                    self._emit()
 
 
 @dataclass
@@ -49,6 +100,7 @@ class JobSummary:
     error_samples: list[str] = field(default_factory=list)
     preview: list[dict] = field(default_factory=list)
     checks: list[quality.CheckOutcome] = field(default_factory=list)
+    files_by_batch: dict[str, int] = field(default_factory=dict)
 
     @property
     def x_real_time(self) -> float:
@@ -71,7 +123,7 @@ class JobSummary:
             "engine": self.engine,
         }
         if self.wer is not None:
-            meta["wer"] = round(self.wer, 4)
+            meta["wer_percent"] = quality.percent(self.wer)
         if self.expected_nodes is not None:
             meta["expected_nodes"] = self.expected_nodes
         return meta
@@ -359,6 +411,8 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
         sink.merge_transcripts(rows)
         for row in rows:
             summary.files += 1
+            batch = str(row["batch_key"])
+            summary.files_by_batch[batch] = summary.files_by_batch.get(batch, 0) + 1
             summary.audio_s += row["duration_s"] or 0.0
             summary.flagged += bool(row.get("quality_flags"))
             if row["status"] == "ok":
@@ -371,12 +425,10 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
                     summary.error_samples.append(f"{row['file_path']}: {row['error']}")
             if len(summary.preview) < 5:
                 summary.preview.append({k: row[k] for k in ("file_path", "status", "text")})
-        log_fn(
-            f"progress: {summary.files}/{len(files)} files written "
-            f"({summary.ok} ok, {summary.errors} error)"
-        )
+        progress.add(len(rows), sum(row["duration_s"] or 0.0 for row in rows))
 
-    plan = transcribe_files(settings, files, on_rows, log_fn)
+    with Progress(len(files), log_fn, settings.progress_interval_s) as progress:
+        plan = transcribe_files(settings, files, on_rows, log_fn)
     summary.actors, summary.threads_per_actor = plan.actors, plan.threads
     summary.nodes, summary.expected_nodes = plan.nodes, plan.expected_nodes
     summary.wall_s = time.perf_counter() - started

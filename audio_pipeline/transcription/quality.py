@@ -111,12 +111,21 @@ class CheckOutcome:
 CHECK_NAMES = ("completeness", "error_rate", "wer", "hallucinations")
 
 
+def percent(fraction: float) -> float:
+    """Rates and WER are shown as percentages everywhere (metadata, checks, the CLI)."""
+    return round(100 * fraction, 2)
+
+
 def evaluate_checks(report: BatchReport, thresholds: CheckThresholds) -> list[CheckOutcome]:
-    """The asset checks of ``transcripts``, computed from a batch report."""
+    """The asset checks of ``transcripts``, computed from a batch report.
+
+    ``wer`` is left out where no file has a reference transcript: it has nothing to measure, and
+    Dagster then shows it as skipped, not passed.
+    """
     files = max(report.files, 1)
     error_rate = report.errors / files
     flagged_rate = report.flagged / files
-    return [
+    outcomes = [
         CheckOutcome(
             "completeness",
             not report.missing,
@@ -134,18 +143,8 @@ def evaluate_checks(report: BatchReport, thresholds: CheckThresholds) -> list[Ch
             "ERROR",
             {
                 "errors": report.errors,
-                "error_rate": round(error_rate, 4),
-                "threshold": thresholds.max_error_rate,
-            },
-        ),
-        CheckOutcome(
-            "wer",
-            report.wer is None or report.wer <= thresholds.max_wer,
-            "WARN",
-            {
-                "wer": round(report.wer, 4) if report.wer is not None else "no references",
-                "files_with_references": report.wer_files,
-                "threshold": thresholds.max_wer,
+                "error_rate_percent": percent(error_rate),
+                "max_error_rate_percent": percent(thresholds.max_error_rate),
             },
         ),
         CheckOutcome(
@@ -154,8 +153,23 @@ def evaluate_checks(report: BatchReport, thresholds: CheckThresholds) -> list[Ch
             "WARN",
             {
                 "flagged": report.flagged,
-                "flagged_rate": round(flagged_rate, 4),
-                "threshold": thresholds.max_flagged_rate,
+                "flagged_percent": percent(flagged_rate),
+                "max_flagged_percent": percent(thresholds.max_flagged_rate),
             },
         ),
     ]
+    if report.wer is not None:
+        outcomes.insert(
+            2,
+            CheckOutcome(
+                "wer",
+                report.wer <= thresholds.max_wer,
+                "WARN",
+                {
+                    "wer_percent": percent(report.wer),
+                    "files_with_references": report.wer_files,
+                    "max_wer_percent": percent(thresholds.max_wer),
+                },
+            ),
+        )
+    return outcomes

@@ -167,7 +167,7 @@ def test_real_transcription_payload_through_the_stand_in(
     assert (meta["files"], meta["ok"], meta["errors"]) == (2, 2, 0)
     assert meta["expected_nodes"] == 5
     assert meta["snowflake_ml_job_status"] == "DONE"
-    assert meta["wer"] < 0.3 and meta["wer_files"] == 2
+    assert meta["wer_percent"] < 30 and meta["wer_files"] == 2
     texts = store.query("SELECT text FROM transcripts WHERE status = 'ok'")
     assert len(texts) == 2 and all(len(t[0]) > 10 for t in texts)
     call = fake_ml_jobs.submissions[0]

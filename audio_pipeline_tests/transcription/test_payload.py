@@ -170,5 +170,5 @@ def test_summary_metadata_is_plain_values():
         preview=[{"file_path": "a|b", "status": "ok", "text": "x|y"}],
     )
     meta = summary_metadata(s)
-    assert meta["x_real_time"] == 3.0 and meta["wer"] == 0.1 and meta["errors"] == 1
+    assert meta["x_real_time"] == 3.0 and meta["wer_percent"] == 10.0 and meta["errors"] == 1
     assert meta["preview"]["type"] == "md" and "x\\|y" in meta["preview"]["raw_value"]

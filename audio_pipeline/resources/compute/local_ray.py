@@ -99,7 +99,6 @@ class LocalRayCompute(TranscriptionCompute):
         )
 
     def run_payload(self, context, extras):
-        from ray.job_submission import JobSubmissionClient
 
         # A cluster on this machine (ours, or RAY_ADDRESS on loopback) runs this environment.
         on_this_machine = not self.address or self.dashboard_url.split("://")[-1].startswith(
@@ -118,23 +117,36 @@ class LocalRayCompute(TranscriptionCompute):
                 }
             },
         }
-        context.log.info(f"submitting Ray job {submission_id} to {self.dashboard_url}")
+        job_url = f"{self.dashboard_url}/#/jobs/{submission_id}"
+        context.log.info(f"submitting Ray job {submission_id}: {job_url}")
         try:
-            return self._client().run(context=context, submit_job_params=params, extras=extras)
+            invocation = self._client().run(
+                context=context, submit_job_params=params, extras=extras
+            )
         except RuntimeError as exc:
-            try:
-                logs = JobSubmissionClient(self.dashboard_url).get_job_logs(submission_id)
-            except Exception as log_exc:  # the cluster itself may be gone
-                logs = f"(job logs unavailable: {log_exc})"
-            tail = log_tail(logs)
-            raise dg.Failure(
-                description=f"Ray job {submission_id} failed: {exc}\n--- log tail ---\n{tail}",
-                metadata={
-                    "ray_job_id": submission_id,
-                    "log_tail": dg.MetadataValue.text(tail),
-                    "dashboard": dg.MetadataValue.url(self.dashboard_url),
-                },
-            ) from exc
+            raise self._failure(submission_id, job_url) from exc
+        invocation.metadata["Ray job"] = dg.MetadataValue.url(job_url)
+        return invocation
+
+    def _failure(self, submission_id: str, job_url: str) -> dg.Failure:
+        """The payload's error and its last log lines, as a person reads them."""
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            client = JobSubmissionClient(self.dashboard_url)
+            status = str(client.get_job_status(submission_id).value)
+            logs = client.get_job_logs(submission_id)
+        except Exception as exc:  # the cluster itself may be gone
+            status, logs = "did not finish", f"(job logs unavailable: {exc})"
+        message = job_logs.failure_message(f"Ray job {submission_id}", status, logs)
+        return dg.Failure(
+            description=message,
+            metadata={
+                "ray_job_id": submission_id,
+                "Ray job": dg.MetadataValue.url(job_url),
+                "log_tail": dg.MetadataValue.text(log_tail(logs)),
+            },
+        )
 
 
 class _QuietJobLogs:
