@@ -100,20 +100,25 @@ NOISE = (
 
 
 @pytest.mark.slow
-def test_a_healthy_demo_run_logs_nothing_at_error_level_and_no_noise(
+def test_a_healthy_demo_run_shows_progress_and_logs_nothing_at_error_level(
     home, ray_compute, monkeypatch
 ):
     import dagster as dg
 
     env = {"RAY_ADDRESS": ray_compute.dashboard_url}
-    # --debug: Dagster's whole console log and the job's forwarded output, as `make dev` sees it.
-    proc = run_cli(home, "--debug", "demo", "--subset", "sample", env=env, timeout=900)
-    full = proc.stdout + proc.stderr
-    assert proc.returncode == 0, full[-3000:]
+    proc = run_cli(home, "demo", "--subset", "sample", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stderr == ""
     assert "ok / error         22 / 0" in proc.stdout
+    # The payload's progress as a bar, and the link to the Ray job.
+    assert "transcribing: 100%" in proc.stdout and "22/22" in proc.stdout
+    assert f"{ray_compute.dashboard_url}/#/jobs/transcripts-" in proc.stdout
+    assert " - INFO - " not in proc.stdout and "[pipes]" not in proc.stdout
+    # Everything else (the job's own output, warnings) went to demo.log: none of it is noise.
+    log = (home / "dagster" / "demo.log").read_text()
+    assert "Running entrypoint for job transcripts-" in log
     for noise in NOISE:
-        assert noise not in full, [ln for ln in full.splitlines() if noise in ln][:3]
-    assert " - ERROR - " not in full
+        assert noise not in proc.stdout + log, [ln for ln in log.splitlines() if noise in ln][:3]
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
@@ -121,9 +126,12 @@ def test_a_healthy_demo_run_logs_nothing_at_error_level_and_no_noise(
         levels = [e.level for r in runs for e in instance.all_logs(r.run_id)]
         assert levels and max(levels) < 40  # logging.ERROR
 
-    # Without --debug the terminal gets the steps and the summary only.
-    again = run_cli(home, "demo", "--subset", "sample", env=env, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert again.stderr == ""
+    # --debug: Dagster's whole console log; the second run has nothing to do and says so.
+    again = run_cli(home, "--debug", "demo", "--subset", "sample", env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to transcribe" in again.stdout
-    assert " - INFO - " not in again.stdout and "[pipes]" not in again.stdout
+    assert " - INFO - " in again.stdout + again.stderr
+    assert "ok / error         22 / 0" in again.stdout
+    for noise in NOISE:
+        assert noise not in again.stdout + again.stderr
+    assert " - ERROR - " not in again.stdout + again.stderr

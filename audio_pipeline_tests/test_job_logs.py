@@ -17,7 +17,7 @@ def failed_job_output() -> str:
         stack = traceback.format_exc()
         exception = {
             "name": type(exc).__name__,
-            "message": str(exc),
+            "message": f"builtins.{type(exc).__name__}: {exc}\n",
             "stack": traceback.format_tb(exc.__traceback__),
             "cause": None,
             "context": None,

@@ -41,10 +41,13 @@ def pipes_message(line: str) -> dict | None:
 
 
 def _exception_text(exc: dict) -> str:
+    """``Name: message``; Pipes sends the message as ``package.module.Name: message``."""
     name = exc.get("name") or "Error"
     message = str(exc.get("message") or "").strip()
-    prefix = f"{name}: "
-    return message if message.startswith(prefix) else f"{prefix}{message}"
+    head, sep, rest = message.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == name:
+        message = rest
+    return f"{name}: {message}"
 
 
 def readable_output(text: str) -> tuple[str | None, list[str]]:
@@ -77,6 +80,11 @@ def readable_output(text: str) -> tuple[str | None, list[str]]:
             continue
         lines.append(line)
     return error, lines
+
+
+def readable_tail(output: str, tail: int = 60) -> str:
+    """The last ``tail`` readable log lines (for metadata)."""
+    return "\n".join(readable_output(output)[1][-tail:])
 
 
 def failure_message(what: str, status: str, output: str, tail: int = 15) -> str:

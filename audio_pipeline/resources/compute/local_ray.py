@@ -13,7 +13,7 @@ from dagster_ray.core.pipes import PipesRayJobClient, PipesRayJobMessageReader
 from pydantic import Field
 
 from .. import job_logs
-from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute, log_tail
+from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
 from .ray_head import RayHead, alive_nodes, http_json
 
 
@@ -144,7 +144,7 @@ class LocalRayCompute(TranscriptionCompute):
             metadata={
                 "ray_job_id": submission_id,
                 "Ray job": dg.MetadataValue.url(job_url),
-                "log_tail": dg.MetadataValue.text(log_tail(logs)),
+                "log_tail": dg.MetadataValue.text(job_logs.readable_tail(logs)),
             },
         )
 
