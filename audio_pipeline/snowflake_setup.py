@@ -115,7 +115,7 @@ def run_plan(cursor, steps: list[Step], echo=print) -> int:
             current = step.role
         for stmt in step.statements:
             echo(f"[{step.role}] {stmt.splitlines()[0]}")
-            cursor.execute(stmt, step.params if "%(" in stmt else None)
+            snowflake_sql.execute_statement(cursor, stmt, step.params)
             count += 1
     return count
 

@@ -74,19 +74,39 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             return self.ensure_pool_with(conn.cursor(), log)
 
     def ensure_pool_with(self, cursor, log=None) -> dict:
-        """CREATE IF NOT EXISTS, ALTER when DESCRIBE differs from the config; DESCRIBE metadata."""
+        """DESCRIBE; CREATE only when the pool is missing, ALTER only where it differs from the
+        config. The role that runs jobs usually holds only USAGE and MONITOR on the pool (what
+        setup grants): a pool that exists is used as it is, and an ALTER it may not run is
+        reported, not raised."""
         if self.min_nodes > self.max_nodes:
             raise ComputePoolError(f"min_nodes {self.min_nodes} > max_nodes {self.max_nodes}")
         stmts = self.pool_sql()
-        cursor.execute(*stmts["create"])
-        info = _describe(cursor, stmts["describe"][0])
+        info = _describe_or_none(cursor, stmts["describe"][0])
+        created = info is None
+        if created:
+            if log:
+                log.info(f"compute pool {self.pool_name} does not exist: creating it")
+            snowflake_sql.execute_statement(cursor, *stmts["create"])
+            info = _describe_or_none(cursor, stmts["describe"][0]) or {}
         wanted = stmts["alter"][1]
         differs = sorted(k for k, v in wanted.items() if not _same(info.get(k), v))
+        altered = ", ".join(differs) or "nothing"
         if differs:
             if log:
                 log.info(f"compute pool {self.pool_name}: updating {', '.join(differs)}")
-            cursor.execute(*stmts["alter"])
-            info = _describe(cursor, stmts["describe"][0])
+            try:
+                snowflake_sql.execute_statement(cursor, *stmts["alter"])
+                info = _describe_or_none(cursor, stmts["describe"][0]) or info
+            except Exception as exc:
+                if not _is_access_error(exc):
+                    raise
+                altered = f"not permitted ({', '.join(differs)} differ from the config)"
+                if log:
+                    log.warning(
+                        f"compute pool {self.pool_name}: {', '.join(differs)} differ from the "
+                        "config, but this role may not ALTER the pool (setup grants USAGE and "
+                        "MONITOR); using it as it is. Re-run `make snowflake-setup` to change it."
+                    )
         family = str(info.get("instance_family") or "")
         meta = {
             "address": f"compute pool {self.pool_name}",
@@ -97,7 +117,8 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             "max_nodes": _int(info.get("max_nodes")),
             "active_nodes": _int(info.get("active_nodes")),
             "target_nodes": _int(info.get("target_nodes")),
-            "altered": ", ".join(differs) or "nothing",
+            "altered": altered,
+            "created": created,
         }
         if family and family.upper() != self.instance_family.upper():
             meta["instance_family_mismatch"] = (
@@ -181,6 +202,20 @@ def _describe(cursor, statement: str) -> dict:
         return {}
     names = [str(d[0]).lower() for d in cursor.description]
     return dict(zip(names, rows[0], strict=False))
+
+
+def _describe_or_none(cursor, statement: str) -> dict | None:
+    """DESCRIBE's row, or None when the object does not exist (or is not visible to the role)."""
+    try:
+        return _describe(cursor, statement) or None
+    except Exception as exc:
+        if "does not exist" in str(exc) or getattr(exc, "errno", None) == 2003:
+            return None
+        raise
+
+
+def _is_access_error(exc: Exception) -> bool:
+    return getattr(exc, "errno", None) == 3001 or "Insufficient privileges" in str(exc)
 
 
 def _int(value) -> int | None:
