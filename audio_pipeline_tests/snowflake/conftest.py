@@ -232,3 +232,51 @@ def fake_ml_jobs(monkeypatch, tmp_path):
     monkeypatch.setattr(snowflake.ml.jobs, "submit_directory", fake.submit_directory)
     yield fake
     fake.close()
+
+
+# ------------------------------------------------------------------ the emulated account
+@pytest.fixture(scope="session")
+def emulated_account(tmp_path_factory, job_cluster):
+    """One emulated account for the session (see emulator.py): jobs attach to ``job_cluster``."""
+    from .emulator import EmulatedAccount
+
+    account = EmulatedAccount(
+        tmp_path_factory.mktemp("account"),
+        ray_address=job_cluster["address"],
+        worker_logs=job_cluster.get("worker_logs"),
+        pending_s=0.5,
+    )
+    account.start()
+    yield account
+    account.stop()
+
+
+@pytest.fixture(scope="session")
+def job_cluster(ray_compute) -> dict:
+    """The Ray cluster emulated jobs run on: its GCS address and worker log files."""
+    return {"address": f"127.0.0.1:{ray_compute.gcs_port}", "nodes": 1, "worker_logs": []}
+
+
+def account_connection(account, **kw) -> SnowflakeConnection:
+    """A connection to a fresh database on the emulated account, set up by the real setup plan
+    (stages, tables, compute pools, network rule, integration, grants) as `make
+    snowflake-setup` runs it."""
+    from audio_pipeline import snowflake_setup
+    from audio_pipeline.resources.compute import SnowflakeMLJobCompute
+
+    connection = SnowflakeConnection(
+        resource=fake_resource(account.connection_kwargs()),
+        database=f"ACCT_{next(_counter)}",
+        schema_name="AUDIO_TRANSCRIPTION_SCH",
+        warehouse="ML_MODEL_WH",
+    )
+    compute = SnowflakeMLJobCompute(connection=connection, **kw)
+    steps = snowflake_setup.setup_plan(connection, compute, job_role="SYSADMIN")
+    with connection.connect(use_schema=False) as conn:
+        snowflake_setup.run_plan(conn.cursor(), steps, echo=lambda _m: None)
+    return connection
+
+
+@pytest.fixture
+def acct_connection(emulated_account) -> SnowflakeConnection:
+    return account_connection(emulated_account)

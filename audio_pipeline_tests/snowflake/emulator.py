@@ -319,6 +319,7 @@ class EmulatedAccount:
             (r"CREATE\s+WAREHOUSE\s+", self._setup_ddl),
             (r"(describe|create)\s+stage\s+(if\s+not\s+exists\s+)?identifier\s*\(\s*\?\s*\)", self._stage_identifier),
             (r"GET\s+", self._get),
+            (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
             (r"select\s+system\$cancel_all_queries\s*\(", self._cancel_queries),
         ]
         self._handlers = [(re.compile(p, re.I | re.S), h) for p, h in self._handlers]
@@ -813,7 +814,24 @@ class EmulatedAccount:
                 raise TimeoutError("emulated jobs still running")
             time.sleep(0.2)
 
-    # ---------------------------------------------------------------- GET
+    # ---------------------------------------------------------------- LIST and GET
+    def _list_path(self, match, sql, params, ctx):
+        """``LIST @stage/path/``: the files under a path (fakesnow lists whole stages only)."""
+        m = re.match(r"(?:LIST|LS)\s+'?(@[^'\s]+)'?", sql, re.I)
+        db, schema, stage, *rest = _stage_parts(m.group(1), ctx.conn)
+        if not self._stage_known(ctx, db, schema, stage):
+            raise _not_found("Stage", f"{db}.{schema}.{stage}")
+        root = _bucket_dir(db, schema, stage)
+        prefix = "/".join(rest)
+        rows = []
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and rel.startswith(prefix):
+                st = p.stat()
+                modified = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(st.st_mtime))
+                rows.append([f"{stage.lower()}/{rel}", st.st_size, "", modified])
+        return ["name", "size", "md5", "last_modified"], rows
+
     def _get(self, match, sql, params, ctx):
         m = re.match(r"GET\s+('([^']+)'|(\S+))\s+('([^']+)'|(\S+))", sql, re.I)
         if not m:

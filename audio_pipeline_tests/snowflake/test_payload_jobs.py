@@ -65,31 +65,16 @@ def job_asset(compute: SnowflakeMLJobCompute, extras: dict, ingest: bool = False
     return run
 
 
-def test_ingest_job_puts_a_subset_and_merges_manifest(
-    sf_connection, fakesnow_server, fake_ml_jobs, tmp_path
-):
-    """The CPU-pool ingest job: local mirror → PUT per chapter → MERGE, via a named connection."""
+def test_ingest_job_on_the_emulated_account(acct_connection, emulated_account, tmp_path):
+    """The CPU-pool ingest job through the real ML Jobs SDK and launcher: the payload's SQL runs
+    on the launcher's Snowpark session (``get_active_session()``, paramstyle qmark), as in a
+    Snowflake container. Before the fix: ProgrammingError 252004 "Binding parameters must be a
+    list" at the first bound query."""
     mirror = tmp_path / "mirror"
     shutil.copytree(SAMPLE, mirror / "LibriSpeech" / "dev-clean")
-    sf_home = tmp_path / "sfhome"
-    sf_home.mkdir()
-    toml = sf_home / "connections.toml"
-    toml.write_text(
-        "[fake]\n"
-        f'account = "{fakesnow_server["account"]}"\nuser = "fake"\npassword = "snow"\n'
-        f'host = "127.0.0.1"\nport = {fakesnow_server["port"]}\nprotocol = "http"\n'
-    )
-    toml.chmod(0o600)
-    # what SPCS gives a job (its own identity); here a named connection to the fake server
-    fake_ml_jobs.platform_env = {
-        "SNOWFLAKE_HOME": str(sf_home),
-        "SNOWFLAKE_CONNECTION_NAME": "fake",
-    }
-    stage = SnowflakeStage(connection=sf_connection)
-    store = SnowflakeStore(connection=sf_connection)
-    with sf_connection.connect() as conn:
-        snowflake_sql.execute(conn.cursor(), "create_stage", stage=stage.stage_fqn)
-    compute = SnowflakeMLJobCompute(connection=sf_connection, poll_interval_s=0.2)
+    stage = SnowflakeStage(connection=acct_connection)
+    store = SnowflakeStore(connection=acct_connection)
+    compute = SnowflakeMLJobCompute(connection=acct_connection, poll_interval_s=0.3)
     extras = {
         "ingest": {
             "subset": "dev-clean",
@@ -100,17 +85,19 @@ def test_ingest_job_puts_a_subset_and_merges_manifest(
             "sink": store.payload_spec(),
         }
     }
+    before = set(emulated_account.jobs)
     result = dg.materialize([job_asset(compute, extras, ingest=True)], raise_on_error=False)
-    log = fake_ml_jobs.jobs[0].get_logs() if fake_ml_jobs.jobs else ""
-    assert result.success, log[-3000:]
+    (job_id,) = set(emulated_account.jobs) - before
+    job = emulated_account.jobs[job_id]
+    assert result.success, job.head.text()[-3000:]
+    assert "Binding parameters must be a list" not in job.head.text()
+    assert "paramstyle" not in job.env  # nothing of ours forces the style: the runtime's qmark
     n = len(list(SAMPLE.glob("*/*/*.flac")))
     meta = result.asset_materializations_for_node("ingest_job")[0].metadata
     assert meta["files"].value == n and meta["uploaded"].value == n
     assert meta["references"].value == n
-    call = fake_ml_jobs.submissions[0]
-    assert call["compute_pool"] == "AUDIO_PROCESSING_CP_DATA_DOWNLOAD"
-    assert call["target_instances"] == 1
-    assert call["args"] == ["audio_pipeline.transcription.ingest_job"]
+    assert job.pool == "AUDIO_PROCESSING_CP_DATA_DOWNLOAD" and job.target_instances == 1
+    assert job.args[-1] == "audio_pipeline.transcription.ingest_job"
     listed = [f.path for f in stage.list_files("dev-clean")]
     assert len(listed) == n and listed[0].startswith("dev-clean/1001/128104/")
     pending = store.pending_files(["librispeech-dev-clean"], "m")

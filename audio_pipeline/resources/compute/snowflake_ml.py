@@ -147,7 +147,11 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             "compute_pool": identifiers.validate(pool, "compute pool name"),
             "entrypoint": PAYLOAD_ENTRY,
             "args": [module],
-            "stage_name": identifiers.validate(self.job_stage, "stage name"),
+            # qualified: the SDK PUTs the payload to @<stage_name>/..., whatever the session's
+            # current database is
+            "stage_name": ".".join(
+                (database, schema, identifiers.validate(self.job_stage, "stage name"))
+            ),
             "target_instances": 1 if ingest else self.target_instances,
             "min_instances": 1 if ingest else min(self.min_instances, self.target_instances),
             "pip_requirements": list(self.pip_requirements),
@@ -170,7 +174,9 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
         from ..pipes_snowflake import PipesSnowflakeMLJobClient
 
         return PipesSnowflakeMLJobClient(
-            poll_interval_s=self.poll_interval_s, timeout_s=self.timeout_s
+            poll_interval_s=self.poll_interval_s,
+            timeout_s=self.timeout_s,
+            message_interval_s=min(5.0, self.poll_interval_s),
         )
 
     def _run(self, context, extras: dict, module: str, ingest: bool):
