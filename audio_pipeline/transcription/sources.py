@@ -65,12 +65,12 @@ class SnowflakeStageSource(AudioSource):
         from .. import identifiers
 
         path = identifiers.validate_stage_path(file_path)
-        if max_bytes is not None:
-            size = int(self.fs.info(path).get("size") or 0)
-            if size > max_bytes:
-                raise ValueError(f"{file_path}: {size} bytes exceeds the {max_bytes}-byte limit")
         with self.fs.open(path, "rb") as f:
-            return f.read()
+            # read at most one byte past the limit: no listing query per file, no huge read
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ValueError(f"{file_path}: more than the {max_bytes}-byte limit")
+        return data
 
 
 @functools.cache

@@ -252,9 +252,16 @@ def emulated_account(tmp_path_factory, job_cluster):
 
 
 @pytest.fixture(scope="session")
-def job_cluster(ray_compute) -> dict:
-    """The Ray cluster emulated jobs run on: its GCS address and worker log files."""
-    return {"address": f"127.0.0.1:{ray_compute.gcs_port}", "nodes": 1, "worker_logs": []}
+def job_cluster(multinode_ray) -> dict:
+    """The shared multi-node Ray cluster (head + two worker raylets, one joining late) that
+    emulated jobs run on: instance i > 0 of a job is worker raylet i, whose log it shows."""
+    head = multinode_ray.head
+    worker_logs = [head.state_dir / f"worker-{head.dashboard_port}-{n}.log" for n in (1, 2)]
+    return {
+        "address": f"127.0.0.1:{head.gcs_port}",
+        "cluster": multinode_ray,
+        "worker_logs": worker_logs,
+    }
 
 
 def account_connection(account, **kw) -> SnowflakeConnection:

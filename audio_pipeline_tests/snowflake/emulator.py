@@ -319,6 +319,7 @@ class EmulatedAccount:
             (r"CREATE\s+WAREHOUSE\s+", self._setup_ddl),
             (r"(describe|create)\s+stage\s+(if\s+not\s+exists\s+)?identifier\s*\(\s*\?\s*\)", self._stage_identifier),
             (r"GET\s+", self._get),
+            (r"(?=.*\bget_presigned_url\s*\()", self._presigned),
             (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
             (r"select\s+system\$cancel_all_queries\s*\(", self._cancel_queries),
         ]
@@ -411,10 +412,22 @@ class EmulatedAccount:
         async def telemetry(_request):
             return JSONResponse({"success": True})
 
+        async def presigned(request):
+            from starlette.responses import FileResponse, Response
+
+            from fakesnow.transforms import stage as fs_stage
+
+            root = Path(fs_stage.LOCAL_BUCKET_PATH).resolve()
+            target = (root / request.path_params["path"]).resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                return Response(status_code=404)
+            return FileResponse(target)
+
         routes = [r for r in fs.routes if r.path != "/queries/v1/query-request"]
         routes += [
             Route("/queries/v1/query-request", query, methods=["POST"]),
             Route("/telemetry/send", telemetry, methods=["POST"]),
+            Route("/presigned/{path:path}", presigned, methods=["GET", "HEAD"]),
         ]
         return Starlette(routes=routes)
 
@@ -814,7 +827,24 @@ class EmulatedAccount:
                 raise TimeoutError("emulated jobs still running")
             time.sleep(0.2)
 
-    # ---------------------------------------------------------------- LIST and GET
+    # ---------------------------------------------------------------- LIST, GET, presigned URLs
+    def _presigned(self, match, sql, params, ctx):
+        """``GET_PRESIGNED_URL(@stage, name, lifetime)`` over a VALUES list of names (what
+        SFStageFileSystem asks): URLs this server answers with the file's bytes."""
+        stage = re.search(r"get_presigned_url\s*\(\s*'([^']+)'", sql, re.I).group(1)
+        values = sql[re.search(r"\bVALUES\b", sql, re.I).end() :] if re.search(r"\bVALUES\b", sql, re.I) else ""
+        names = parse_literals(values) or [str(p) for p in params]
+        db, schema, name, *_ = _stage_parts(stage, ctx.conn)
+        rows = []
+        for file in names:
+            rel = file.lstrip("/")
+            target = _bucket_dir(db, schema, name) / rel
+            if not target.is_file():
+                rows.append([file, None])
+                continue
+            rows.append([file, f"http://127.0.0.1:{self.port}/presigned/{db}/{schema}/{name}/{rel}"])
+        return ["NAME", "URL"], rows
+
     def _list_path(self, match, sql, params, ctx):
         """``LIST @stage/path/``: the files under a path (fakesnow lists whole stages only)."""
         m = re.match(r"(?:LIST|LS)\s+'?(@[^'\s]+)'?", sql, re.I)

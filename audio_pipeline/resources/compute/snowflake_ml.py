@@ -15,6 +15,13 @@ from .bundle import PAYLOAD_ENTRY, build_payload_dir
 CREDITS_PER_NODE_HOUR = {"GPU_NV_S": 0.57}
 
 
+def payload_requirements() -> list[str]:
+    """The payload's pinned requirements, shipped with it (``transcription/requirements.txt``)."""
+    path = Path(__file__).resolve().parents[2] / "transcription" / "requirements.txt"
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 class SnowflakeMLJobCompute(TranscriptionCompute):
     """A Snowflake compute pool; the payload runs there as an ML Job, followed through Pipes.
 
@@ -38,7 +45,8 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
         default_factory=lambda: ["AUDIO_PIPELINE_ACCESS_INTEGRATION"]
     )
     pip_requirements: list[str] = Field(
-        default_factory=lambda: ["dagster-pipes==1.13.27", "soundfile>=0.12", "librosa>=0.10"]
+        default_factory=lambda: payload_requirements(),
+        description="pip requirements of the job (default: transcription/requirements.txt)",
     )
     runtime_environment: str | None = None
     poll_interval_s: float = 10.0
