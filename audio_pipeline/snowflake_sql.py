@@ -47,10 +47,7 @@ def bind(stmt: str, params: Mapping | None, style: str) -> tuple[str, object]:
     if missing:
         raise KeyError(f"SQL statement needs values for {missing}")
     if style not in POSITIONAL_STYLES:
-        return stmt, {
-            k: (tuple(v) if isinstance(v, list) else v)
-            for k, v in params.items()
-        }
+        return stmt, {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()}
     values: list = []
 
     def marker(match: re.Match) -> str:

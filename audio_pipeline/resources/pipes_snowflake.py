@@ -12,23 +12,19 @@ timeout or any error while following the job cancels it. Nothing here is specifi
 
 from __future__ import annotations
 
-import collections
+import json
 import re
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesMessageReader
 from dagster._core.pipes.utils import PipesEnvContextInjector
-import json
-from pathlib import Path
-
-from dagster_pipes import PipesDefaultMessageWriter
 
 STAGE_KEY = "snowflake_stage"  # what transcription/pipes_stage.py looks for
 INTERVAL_KEY = "interval_s"
@@ -99,7 +95,9 @@ class PipesMLJobStageMessageReader(PipesMessageReader):
 
     def drain(self, job_failed: bool = False) -> bool:
         """Poll until the closed message arrived; False when it never did."""
-        deadline = time.monotonic() + (self.drain_timeout_s / 4 if job_failed else self.drain_timeout_s)
+        deadline = time.monotonic() + (
+            self.drain_timeout_s / 4 if job_failed else self.drain_timeout_s
+        )
         while True:
             self.poll()
             if self._closed or time.monotonic() > deadline:
@@ -212,7 +210,10 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             session = get_active_session()
         prefix = f"@{stage_name.lstrip('@').rstrip('/')}/pipes/{uuid.uuid4().hex}"
         reader = PipesMLJobStageMessageReader(
-            session, prefix, interval_s=self.message_interval_s, drain_timeout_s=self.drain_timeout_s
+            session,
+            prefix,
+            interval_s=self.message_interval_s,
+            drain_timeout_s=self.drain_timeout_s,
         )
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with dg.open_pipes_session(

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import quality
-from .audio import SILENCE_DBFS, AudioDecodeError, decode_audio
+from .audio import SILENCE_DBFS, decode_audio
 from .engine import DecodingOptions, Transcription, load_engine
 from .settings import JobSettings
 from .sinks import PendingFile, open_sink

@@ -89,7 +89,9 @@ class PayloadMessageWriter(PipesMessageWriter):
     @contextmanager
     def open(self, params: PipesParams) -> Iterator[PipesMessageWriterChannel]:
         writer = (
-            PipesSnowflakeStageMessageWriter() if STAGE_KEY in params else PipesDefaultMessageWriter()
+            PipesSnowflakeStageMessageWriter()
+            if STAGE_KEY in params
+            else PipesDefaultMessageWriter()
         )
         with writer.open(params) as channel:
             yield channel

@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 
 LOG_CAP_BYTES = 100 * 1024  # SYSTEM$GET_SERVICE_LOGS returns at most the last 100 KB
 EVENT_RECORD_CHARS = 2048  # the event-table log source splits long lines into records
-RUNTIME_IMAGE = "/snowflake/images/snowflake_images/st_plat/runtime/x86/generic_gpu/runtime_image/snowbooks:1.8.0"
+RUNTIME_IMAGE = (
+    "/snowflake/images/snowflake_images/st_plat/runtime/x86/generic_gpu/runtime_image/"
+    "snowbooks:1.8.0"
+)
 STAGE_MOUNT = "/mnt/job_stage"
 
 
@@ -70,7 +73,9 @@ def _not_found(kind: str, name: str) -> SnowflakeError:
 
 
 def _denied(what: str) -> SnowflakeError:
-    return SnowflakeError(3001, f"SQL access control error:\nInsufficient privileges to operate on {what}")
+    return SnowflakeError(
+        3001, f"SQL access control error:\nInsufficient privileges to operate on {what}"
+    )
 
 
 def norm_ident(part: str) -> str:
@@ -247,8 +252,7 @@ def startup_noise(n: int, job: Job) -> str:
         "Local node IP: 10.244.1.7",
         "Ray runtime started.",
         f"Head Instance Index: 0 (of {job.target_instances})",
-        "Running command: python /mnt/job_stage/system/mljob_launcher.py "
-        + " ".join(job.args[2:]),
+        "Running command: python /mnt/job_stage/system/mljob_launcher.py " + " ".join(job.args[2:]),
     ]
     return "\n".join(lines[:n]) + "\n"
 
@@ -317,7 +321,10 @@ class EmulatedAccount:
             (r"CREATE\s+EXTERNAL\s+ACCESS\s+INTEGRATION\s+", self._setup_ddl),
             (r"GRANT\s+", self._grant),
             (r"CREATE\s+WAREHOUSE\s+", self._setup_ddl),
-            (r"(describe|create)\s+stage\s+(if\s+not\s+exists\s+)?identifier\s*\(\s*\?\s*\)", self._stage_identifier),
+            (
+                r"(describe|create)\s+stage\s+(if\s+not\s+exists\s+)?identifier\s*\(\s*\?\s*\)",
+                self._stage_identifier,
+            ),
             (r"GET\s+", self._get),
             (r"(?=.*\bget_presigned_url\s*\()", self._presigned),
             (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
@@ -333,7 +340,9 @@ class EmulatedAccount:
         self.port = _free_port()
         config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="emulated account", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="emulated account", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
@@ -413,9 +422,8 @@ class EmulatedAccount:
             return JSONResponse({"success": True})
 
         async def presigned(request):
-            from starlette.responses import FileResponse, Response
-
             from fakesnow.transforms import stage as fs_stage
+            from starlette.responses import FileResponse, Response
 
             root = Path(fs_stage.LOCAL_BUCKET_PATH).resolve()
             target = (root / request.path_params["path"]).resolve()
@@ -485,13 +493,17 @@ class EmulatedAccount:
         grammar.check(text)
         if self.create_pool_roles is not None and ctx.role not in self.create_pool_roles:
             raise _denied(f"account '{ctx.conn.database or 'EMULATED'}'")
-        m = re.match(r"CREATE\s+COMPUTE\s+POOL\s+(IF\s+NOT\s+EXISTS\s+)?(\S+)(.*)", text, re.I | re.S)
+        m = re.match(
+            r"CREATE\s+COMPUTE\s+POOL\s+(IF\s+NOT\s+EXISTS\s+)?(\S+)(.*)", text, re.I | re.S
+        )
         name = split_name(m.group(2))[-1]
         opts = self._pool_options(m.group(3))
         with self._lock:
             if name in self.pools:
                 if not m.group(1):
-                    raise SnowflakeError(2002, f"SQL compilation error:\nObject '{name}' already exists.")
+                    raise SnowflakeError(
+                        2002, f"SQL compilation error:\nObject '{name}' already exists."
+                    )
                 return ["status"], [[f"{name} already exists, statement succeeded."]]
             self.pools[name] = ComputePool(
                 name=name,
@@ -500,7 +512,9 @@ class EmulatedAccount:
                 max_nodes=int(opts.get("MAX_NODES", 1)),
                 auto_resume=opts.get("AUTO_RESUME", "TRUE").upper() == "TRUE",
                 auto_suspend_secs=int(opts.get("AUTO_SUSPEND_SECS", 3600)),
-                state="SUSPENDED" if opts.get("INITIALLY_SUSPENDED", "").upper() == "TRUE" else "IDLE",
+                state="SUSPENDED"
+                if opts.get("INITIALLY_SUSPENDED", "").upper() == "TRUE"
+                else "IDLE",
                 owner=ctx.role,
             )
         return ["status"], [[f"Compute Pool {name} successfully created."]]
@@ -654,10 +668,14 @@ class EmulatedAccount:
                 job.status = "RUNNING"
             for inst in job.instances:
                 inst.started_at = time.time()
-                noise = startup_noise(self.startup_lines, job) if inst.index == 0 else (
-                    startup_noise(self.startup_lines // 2, job).split("Running command")[0]
-                    + f"Worker node started on address 127.0.0.{inst.index + 10}. "
-                    "See more logs in the head node.\nStarting worker shutdown listener...\n"
+                noise = (
+                    startup_noise(self.startup_lines, job)
+                    if inst.index == 0
+                    else (
+                        startup_noise(self.startup_lines // 2, job).split("Running command")[0]
+                        + f"Worker node started on address 127.0.0.{inst.index + 10}. "
+                        "See more logs in the head node.\nStarting worker shutdown listener...\n"
+                    )
                 )
                 inst.log_path.write_text(noise)
             # startup.sh on the head: python ${SYSTEM_DIR}/mljob_launcher.py "$@"
@@ -744,12 +762,40 @@ class EmulatedAccount:
     def _show_instances(self, match, sql, params, ctx):
         ref = params[0] if params else sql[match.end() :].strip()
         job = self._job(str(ref), ctx)
-        cols = ["database_name", "schema_name", "service_name", "instance_id", "status", "spec_digest", "creation_time", "start_time"]
+        cols = [
+            "database_name",
+            "schema_name",
+            "service_name",
+            "instance_id",
+            "status",
+            "spec_digest",
+            "creation_time",
+            "start_time",
+        ]
         rows = []
         for inst in job.instances:
-            status = "PENDING" if inst.started_at is None else ("TERMINATED" if inst.ended_at else "READY")
-            start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(inst.started_at)) if inst.started_at else None
-            rows.append([job.database, job.schema, job.name, str(inst.index), status, "d1g35t", start, start])
+            status = (
+                "PENDING"
+                if inst.started_at is None
+                else ("TERMINATED" if inst.ended_at else "READY")
+            )
+            start = (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(inst.started_at))
+                if inst.started_at
+                else None
+            )
+            rows.append(
+                [
+                    job.database,
+                    job.schema,
+                    job.name,
+                    str(inst.index),
+                    status,
+                    "d1g35t",
+                    start,
+                    start,
+                ]
+            )
         return cols, rows
 
     def _instance(self, job: Job, index) -> Instance:
@@ -771,7 +817,9 @@ class EmulatedAccount:
             and time.monotonic() - job.ended_at > self.logs_retained_s
         ):
             raise SnowflakeError(
-                391811, f"Service {job.name} has no running instance {inst.index}: container logs are gone."
+                391811,
+                f"Service {job.name} has no running instance {inst.index}: "
+                "container logs are gone.",
             )
         text = inst.text()
         if len(params) > 3 and int(params[3]) > 0:
@@ -832,7 +880,11 @@ class EmulatedAccount:
         """``GET_PRESIGNED_URL(@stage, name, lifetime)`` over a VALUES list of names (what
         SFStageFileSystem asks): URLs this server answers with the file's bytes."""
         stage = re.search(r"get_presigned_url\s*\(\s*'([^']+)'", sql, re.I).group(1)
-        values = sql[re.search(r"\bVALUES\b", sql, re.I).end() :] if re.search(r"\bVALUES\b", sql, re.I) else ""
+        values = (
+            sql[re.search(r"\bVALUES\b", sql, re.I).end() :]
+            if re.search(r"\bVALUES\b", sql, re.I)
+            else ""
+        )
         names = parse_literals(values) or [str(p) for p in params]
         db, schema, name, *_ = _stage_parts(stage, ctx.conn)
         rows = []
@@ -842,7 +894,9 @@ class EmulatedAccount:
             if not target.is_file():
                 rows.append([file, None])
                 continue
-            rows.append([file, f"http://127.0.0.1:{self.port}/presigned/{db}/{schema}/{name}/{rel}"])
+            rows.append(
+                [file, f"http://127.0.0.1:{self.port}/presigned/{db}/{schema}/{name}/{rel}"]
+            )
         return ["NAME", "URL"], rows
 
     def _list_path(self, match, sql, params, ctx):
@@ -975,7 +1029,11 @@ def _like(name: str, pattern: str) -> bool:
 
 
 def _column(name: str, values: list) -> dict:
-    numeric = values and all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None) and any(v is not None for v in values)
+    numeric = (
+        values
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in values if v is not None)
+        and any(v is not None for v in values)
+    )
     return {
         "name": name,
         "database": "",
@@ -993,7 +1051,10 @@ def _column(name: str, values: list) -> dict:
 
 def _result(columns: list[str], rows: list[list], conn) -> dict:
     rowtype = [_column(c, [r[i] for r in rows]) for i, c in enumerate(columns)]
-    rowset = [[None if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in r] for r in rows]
+    rowset = [
+        [None if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in r]
+        for r in rows
+    ]
     return {
         "data": {
             "parameters": [{"name": "TIMEZONE", "value": "Etc/UTC"}],

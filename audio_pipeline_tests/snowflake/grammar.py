@@ -50,6 +50,7 @@ _POOL_PROPS = (
     rf"AUTO_SUSPEND_SECS\s*=\s*{NUM}",
     rf"COMMENT\s*=\s*{STRING}",
 )
+_ALTERABLE_POOL_PROPS = [p for p in _POOL_PROPS if not p.startswith(("INSTANCE", "INITIALLY"))]
 _RULE_PROPS = (
     r"MODE\s*=\s*(?:INGRESS|INTERNAL_STAGE|EGRESS)",
     r"TYPE\s*=\s*(?:IPV4|AWSVPCEID|AZURELINKID|GCPPSCID|HOST_PORT|PRIVATE_HOST_PORT)",
@@ -70,7 +71,7 @@ GRAMMAR: dict[str, tuple[re.Pattern, re.Pattern]] = {
         re.compile(r"ALTER\s+COMPUTE\s+POOL\b", re.I),
         re.compile(
             rf"ALTER\s+COMPUTE\s+POOL\s+(?:IF\s+EXISTS\s+)?{NAME}\s+"
-            rf"(?:SUSPEND|RESUME|STOP\s+ALL|SET{_props(*[p for p in _POOL_PROPS if not p.startswith(('INSTANCE', 'INITIALLY'))])}+)",
+            rf"(?:SUSPEND|RESUME|STOP\s+ALL|SET{_props(*_ALTERABLE_POOL_PROPS)}+)",
             re.I,
         ),
     ),

@@ -14,7 +14,6 @@ import sys
 import dagster as dg
 import pytest
 
-from audio_pipeline import snowflake_sql
 from audio_pipeline.librispeech import BUNDLED_ROOT, iter_references
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute, build_payload_dir
 from audio_pipeline.resources.stage import LocalStage, SnowflakeStage

@@ -148,15 +148,20 @@ def test_sample_through_ingest_pool_and_transcripts(deployment):
     assert rows == [("ok", 22)]
     # the launcher really ran: its banners are in the head's log, after the start-up noise
     log = job.head.text()
-    assert log.index("Installing packages") < log.index("ML job started") < log.index(
-        "ML job finished"
+    assert (
+        log.index("Installing packages")
+        < log.index("ML job started")
+        < log.index("ML job finished")
     )
     assert job.target_instances == 3 and job.env["MLRS_SUBMITTED_TARGET_INSTANCES"] == "3"
     # one Whisper actor on each of the three nodes
     from ray.util.state import list_actors
 
     actors = list_actors(
-        address=d["cluster"].compute.dashboard_url, detail=True, limit=1000, raise_on_missing_output=False
+        address=d["cluster"].compute.dashboard_url,
+        detail=True,
+        limit=1000,
+        raise_on_missing_output=False,
     )
     whisper = [a for a in actors if "Transcriber" in (a.class_name or "")]
     nodes = {a.node_id for a in whisper if a.job_id and a.state in ("ALIVE", "DEAD")}

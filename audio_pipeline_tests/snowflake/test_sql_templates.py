@@ -17,7 +17,7 @@ import sqlglot
 from snowflake.connector.converter import SnowflakeConverter
 from sqlglot import exp
 
-from audio_pipeline import identifiers, snowflake_sql, snowflake_setup
+from audio_pipeline import identifiers, snowflake_setup, snowflake_sql
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 from audio_pipeline.sql import SQL_ROOT
@@ -72,9 +72,7 @@ def pyformat_text(stmt: str, params: dict | None) -> str:
     if bound is None:
         return sql
     conv = SnowflakeConverter()
-    return sql % {
-        k: conv.quote(conv.escape(conv.to_snowflake(v))) for k, v in bound.items()
-    }
+    return sql % {k: conv.quote(conv.escape(conv.to_snowflake(v))) for k, v in bound.items()}
 
 
 def qmark_text(stmt: str, params: dict | None) -> str:
