@@ -877,26 +877,36 @@ class EmulatedAccount:
 
     # ---------------------------------------------------------------- LIST, GET, presigned URLs
     def _presigned(self, match, sql, params, ctx):
-        """``GET_PRESIGNED_URL(@stage, name, lifetime)`` over a VALUES list of names (what
-        SFStageFileSystem asks): URLs this server answers with the file's bytes."""
-        stage = re.search(r"get_presigned_url\s*\(\s*'([^']+)'", sql, re.I).group(1)
-        values = (
-            sql[re.search(r"\bVALUES\b", sql, re.I).end() :]
-            if re.search(r"\bVALUES\b", sql, re.I)
-            else ""
+        """``GET_PRESIGNED_URL(@stage, 'path', lifetime)`` (one file, as the payload asks) or
+        over a VALUES list of names (as SFStageFileSystem asks): URLs this server answers with
+        the file's bytes; NULL for a file that does not exist."""
+        m = re.search(
+            r"get_presigned_url\s*\(\s*(?:'([^']+)'|(@[^,\s]+))\s*,\s*(\?|'(?:[^']|'')*'|\w+)",
+            sql,
+            re.I,
         )
-        names = parse_literals(values) or [str(p) for p in params]
+        if m is None:
+            raise SnowflakeError(1003, "SQL compilation error: GET_PRESIGNED_URL arguments")
+        stage = m.group(1) or m.group(2)
+        arg = m.group(3)
+        if arg == "?":
+            names = [str(params[0])]
+        elif arg.startswith("'"):
+            names = parse_literals(arg)
+        else:
+            values = re.search(r"\bVALUES\b", sql, re.I)
+            names = parse_literals(sql[values.end() :]) if values else []
         db, schema, name, *_ = _stage_parts(stage, ctx.conn)
+        if not self._stage_known(ctx, db, schema, name):
+            raise _not_found("Stage", f"{db}.{schema}.{name}")
         rows = []
         for file in names:
             rel = file.lstrip("/")
             target = _bucket_dir(db, schema, name) / rel
-            if not target.is_file():
-                rows.append([file, None])
-                continue
-            rows.append(
-                [file, f"http://127.0.0.1:{self.port}/presigned/{db}/{schema}/{name}/{rel}"]
-            )
+            url = f"http://127.0.0.1:{self.port}/presigned/{db}/{schema}/{name}/{rel}"
+            rows.append([file, url if target.is_file() else None])
+        if arg == "?" or arg.startswith("'"):
+            return ["GET_PRESIGNED_URL"], [[rows[0][1]]]
         return ["NAME", "URL"], rows
 
     def _list_path(self, match, sql, params, ctx):

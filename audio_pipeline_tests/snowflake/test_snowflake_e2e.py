@@ -21,6 +21,7 @@ import pytest
 
 from audio_pipeline.librispeech import BUNDLED_ROOT
 from audio_pipeline.profiles import resources_for
+from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 
 from .conftest import account_connection
 
@@ -62,13 +63,13 @@ def deployment(emulated_account, job_cluster, tmp_path_factory):
     os.environ.update(env)
     try:
         resources = resources_for("snowflake", env)
-        resources["compute"] = resources["compute"].model_copy(
-            update={
-                "target_instances": 3,
-                "min_instances": 3,
-                "poll_interval_s": 0.5,
-                "home": str(home / "container"),
-            }
+        # resources are rebuilt from their constructor arguments: build it anew, not model_copy
+        resources["compute"] = SnowflakeMLJobCompute(
+            connection=resources["compute"].connection,
+            target_instances=3,
+            min_instances=3,
+            poll_interval_s=0.5,
+            home=str(home / "container"),
         )
         with dg.instance_for_test() as instance:
             yield {
