@@ -326,6 +326,8 @@ class EmulatedAccount:
                 self._stage_identifier,
             ),
             (r"GET\s+", self._get),
+            (r"ALTER\s+STAGE\s+.*\bREFRESH\b", self._refresh_stage),
+            (r"(?=.*\bFROM\s+DIRECTORY\s*\()", self._directory),
             (r"(?=.*\bget_presigned_url\s*\()", self._presigned),
             (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
             (r"select\s+system\$cancel_all_queries\s*\(", self._cancel_queries),
@@ -909,6 +911,42 @@ class EmulatedAccount:
             return ["GET_PRESIGNED_URL"], [[rows[0][1]]]
         return ["NAME", "URL"], rows
 
+    def _refresh_stage(self, match, sql, params, ctx):
+        grammar.check(_inline(sql, params))
+        return ["file", "status", "description"], []
+
+    def _directory(self, match, sql, params, ctx):
+        """``SELECT RELATIVE_PATH, SIZE, LAST_MODIFIED, MD5 FROM DIRECTORY(@stage) WHERE
+        RELATIVE_PATH LIKE p [AND ... LAST_MODIFIED ... > t] ORDER BY RELATIVE_PATH``: the stage's
+        directory table (always fresh here)."""
+        import datetime as dt
+        import hashlib
+
+        text = _inline(sql, params)
+        stage = re.search(r"DIRECTORY\s*\(\s*(@[^)\s]+)\s*\)", text, re.I).group(1)
+        like = re.search(r"RELATIVE_PATH\s+LIKE\s+('(?:[^']|'')*')", text, re.I)
+        since = re.search(r"LAST_MODIFIED.*?>\s*('(?:[^']|'')*')", text, re.I | re.S)
+        pattern = parse_literals(like.group(1))[0] if like else "%"
+        after = None
+        if since:
+            after = dt.datetime.fromisoformat(parse_literals(since.group(1))[0].replace(" ", "T"))
+        db, schema, name, *_ = _stage_parts(stage, ctx.conn)
+        if not self._stage_known(ctx, db, schema, name):
+            raise _not_found("Stage", f"{db}.{schema}.{name}")
+        root = _bucket_dir(db, schema, name)
+        rows = []
+        for p in sorted(root.rglob("*")) if root.exists() else []:
+            rel = p.relative_to(root).as_posix()
+            if not p.is_file() or not _like(rel, pattern):
+                continue
+            modified = dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC).replace(tzinfo=None)
+            if after is not None and modified <= after:
+                continue
+            md5 = hashlib.md5(p.read_bytes()).hexdigest()
+            stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(p.stat().st_mtime))
+            rows.append([rel, p.stat().st_size, stamp, md5])
+        return ["RELATIVE_PATH", "SIZE", "LAST_MODIFIED", "MD5"], rows
+
     def _list_path(self, match, sql, params, ctx):
         """``LIST @stage/path/``: the files under a path (fakesnow lists whole stages only)."""
         m = re.match(r"(?:LIST|LS)\s+'?(@[^'\s]+)'?", sql, re.I)
@@ -1033,9 +1071,9 @@ def _bucket_dir(db: str, schema: str, stage: str) -> Path:
     return Path(fs_stage.LOCAL_BUCKET_PATH) / db / schema / stage
 
 
-def _like(name: str, pattern: str) -> bool:
+def _like(name: str, pattern: str, case: bool = False) -> bool:
     regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, name, re.I) is not None
+    return re.fullmatch(regex, name, 0 if case else re.I) is not None
 
 
 def _column(name: str, values: list) -> dict:

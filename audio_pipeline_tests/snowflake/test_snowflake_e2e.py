@@ -190,6 +190,30 @@ def test_two_partition_backfill_is_one_ml_job(deployment):
     assert store_rows(d, "SELECT count(*) FROM TRANSCRIPTS WHERE status = 'ok'") == [(44,)]
 
 
+def test_a_sensor_tick_over_the_stage_directory_creates_a_partition_and_a_run(deployment):
+    from audio_pipeline.definitions import build_definitions
+
+    d = deployment
+    flac = sorted(SAMPLE.glob("*/*/*.flac"))[0]
+    assert d["resources"]["stage"].put_file(flac, "uploads/7777/1/7777-1-0001.flac")
+    defs = build_definitions(resources=d["resources"], sensor_interval=30)
+    sensor = defs.get_sensor_def("new_stage_files_sensor")
+    with dg.build_sensor_context(instance=d["instance"], resources=d["resources"]) as context:
+        tick = sensor(context)
+    (request,) = tick.run_requests
+    (added,) = tick.dynamic_partitions_requests
+    assert request.partition_key in added.partition_keys
+    d["instance"].add_dynamic_partitions("transcript_batches", list(added.partition_keys))
+    before = set(d["account"].jobs)
+    run = materialize(d, "transcripts", request.partition_key, config=MODEL, tags=request.tags)
+    (job,) = new_jobs(d, before)
+    assert run.success, job.head.text()[-4000:]
+    assert metadata(run, "transcripts")["ok"] == 1
+    assert store_rows(
+        d, "SELECT status FROM TRANSCRIPTS WHERE file_path = 'uploads/7777/1/7777-1-0001.flac'"
+    ) == [("ok",)]
+
+
 def _when_running(d, before, action, timeout=240):
     def watch():
         deadline = time.monotonic() + timeout
