@@ -6,11 +6,7 @@ chunks on the job stage (transcription/pipes_stage.py).
 from __future__ import annotations
 
 import inspect
-import os
 import re
-import signal
-import threading
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -188,35 +184,6 @@ def test_an_error_while_following_cancels_the_job(
     assert job.cancel_requested
     emulated_account.wait_idle(60)
     assert job.status == "CANCELLED"
-
-
-def test_terminating_the_run_cancels_the_job(acct_connection, emulated_account, payload_dir):
-    before = set(emulated_account.jobs)
-    main = threading.get_ident()
-
-    def interrupt_when_running():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            jobs = [j for k, j in emulated_account.jobs.items() if k not in before]
-            if jobs and "sleeping" in jobs[0].head.text():
-                signal.pthread_kill(main, signal.SIGINT)
-                return
-            time.sleep(0.2)
-
-    threading.Thread(target=interrupt_when_running, daemon=True).start()
-    try:
-        result = dg.materialize(
-            [remote_asset(payload_dir, client(), acct_connection, {"mode": "sleep", "n": 1})],
-            raise_on_error=False,
-        )
-        assert not result.success
-    except KeyboardInterrupt:
-        pass
-    job = new_job(emulated_account, before)
-    assert job.cancel_requested
-    emulated_account.wait_idle(60)
-    assert job.status == "CANCELLED"
-    assert os.environ.get("SNOWFLAKE_PASSWORD") != SECRET
 
 
 def test_submit_kwargs_bind_to_installed_submit_directory():
