@@ -13,7 +13,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor bench \
-	badcorpus snowflake-setup
+	badcorpus snowflake-setup snowflake-rehearsal
 
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-sensor  time one sensor tick on a 100,000-file stage with 100 new files"
 	@echo "make snowflake-setup  create/update the Snowflake objects (SYSADMIN + ACCOUNTADMIN);"
 	@echo "                      SETUP_ARGS='--dry-run' prints the SQL, '--job-role R' grants to R"
+	@echo "make snowflake-rehearsal  the whole Snowflake path offline on an emulated account"
 
 install: $(VENV)/.installed
 
@@ -77,3 +78,6 @@ clean: stop
 
 snowflake-setup: install
 	AUDIO_PIPELINE_PROFILE=snowflake $(BIN)/python -m audio_pipeline.snowflake_setup $(SETUP_ARGS)
+
+snowflake-rehearsal: install
+	$(BIN)/python -m audio_pipeline_tests.snowflake.rehearsal

@@ -23,11 +23,20 @@ EGRESS_HOSTS = (
     "us.openslr.org",
     "openslr.elda.org",
     "openslr.magicdatatech.com",
-    # Hugging Face hub and the hosts its downloads redirect to
+    # Hugging Face: the hub, and the hosts its downloads redirect to, from the hub's
+    # https://huggingface.co/.well-known/meta.json (hubDomains, lfsDomains) plus the Xet/CAS
+    # storage hosts that Xet-backed repositories (large weights) download from.
     "huggingface.co",
+    "hf.co",
+    "cdn-lfs.hf.co",
+    "cdn-lfs-us-1.hf.co",
+    "cdn-lfs-eu-1.hf.co",
     "cdn-lfs.huggingface.co",
     "cdn-lfs-us-1.huggingface.co",
+    "transfer.xethub.hf.co",
+    "transfer.xethub-eu.hf.co",
     "cas-bridge.xethub.hf.co",
+    "cas-server.xethub.hf.co",
     # pip_requirements of the jobs
     "pypi.org",
     "files.pythonhosted.org",
@@ -99,6 +108,8 @@ def setup_plan(
                 database=database,
                 schema=(database, schema),
                 warehouse=connection.warehouse,
+                audio_stage=fqn(stage_name),
+                job_stage=fqn(compute.job_stage),
                 role=job_role,
             )
         )
@@ -115,7 +126,7 @@ def run_plan(cursor, steps: list[Step], echo=print) -> int:
             current = step.role
         for stmt in step.statements:
             echo(f"[{step.role}] {stmt.splitlines()[0]}")
-            cursor.execute(stmt, step.params if "%(" in stmt else None)
+            snowflake_sql.execute_statement(cursor, stmt, step.params)
             count += 1
     return count
 

@@ -1,73 +1,117 @@
 """``PipesSnowflakeMLJobClient``: run a directory as a Snowflake ML Job under Dagster Pipes.
 
-The context goes to the job in its environment (``PipesEnvContextInjector``); the job's
-``dagster_pipes`` writes messages as JSON lines on stdout, and this client reads them back from
-``MLJob.get_logs()`` while the job runs, forwarding each new line once: Pipes messages to Dagster,
-other lines to stdout (the step's compute log). Terminal failure states fail the step with the log
-tail; terminating the Dagster run, or the timeout, cancels the job. Nothing here is specific to
-any one payload.
+The context goes to the job in its environment (``PipesEnvContextInjector``). Messages come
+back as chunks on the job's stage (``transcription/pipes_stage.py`` writes them with the job's
+session; :class:`PipesMLJobStageMessageReader` reads chunk n+1 after chunk n with this session):
+each message exactly once and in order. The job's log is not a message channel: the launcher's
+banners cut it, SYSTEM$GET_SERVICE_LOGS keeps only its last 100 KB and, after the container exits,
+the SDK may read another source that splits lines differently. Logs serve humans: on failure the
+tails of every instance (head and workers) go into the failure. Terminating the Dagster run, the
+timeout or any error while following the job cancels it. Nothing here is specific to a payload.
 """
 
 from __future__ import annotations
 
-import collections
+import json
+import re
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesMessageReader
-from dagster._core.pipes.utils import PipesEnvContextInjector, extract_message_or_forward_to_stdout
-from dagster_pipes import PipesDefaultMessageWriter
+from dagster._core.pipes.utils import PipesEnvContextInjector
 
+STAGE_KEY = "snowflake_stage"  # what transcription/pipes_stage.py looks for
+INTERVAL_KEY = "interval_s"
 FAILED_STATES = frozenset({"FAILED", "INTERNAL_ERROR", "CANCELLED", "DELETED"})
 TERMINAL_STATES = FAILED_STATES | {"DONE"}
 
 
-class PipesMLJobLogMessageReader(PipesMessageReader):
-    """Reads Pipes messages from an ML Job's log; the job's writer prints them on stdout."""
+class PipesMLJobStageMessageReader(PipesMessageReader):
+    """Reads the job's message chunks ``<prefix>/<n>.json`` from its stage, in order.
 
-    def __init__(self, tail_lines: int = 60):
+    ``poll()`` handles every chunk that is complete on the stage, never one twice, never out of
+    order (chunk n+1 waits for chunk n); ``drain()`` polls after the job ended until the
+    ``closed`` message arrived or ``drain_timeout_s`` passed (stage listings can lag).
+    """
+
+    def __init__(
+        self, session, prefix: str, interval_s: float = 5.0, drain_timeout_s: float = 60.0
+    ):
+        self.session = session
+        self.prefix = prefix.rstrip("/")
+        self.interval_s = interval_s
+        self.drain_timeout_s = drain_timeout_s
+        self.counter = 1
+        self.messages = 0
         self._handler = None
-        self._consumed = 0
-        self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._closed = False
 
     @contextmanager
     def read_messages(self, handler) -> Iterator[dict]:
         self._handler = handler
         try:
-            yield {PipesDefaultMessageWriter.STDIO_KEY: PipesDefaultMessageWriter.STDOUT}
+            yield {STAGE_KEY: self.prefix, INTERVAL_KEY: self.interval_s}
         finally:
             self._handler = None
 
-    def consume(self, log_text: str, final: bool = False) -> int:
-        """Handle the lines of ``log_text`` not seen before; returns how many were new.
+    def _present(self) -> set[int]:
+        rows = self.session.sql(f"LIST {self.prefix}/").collect()
+        found = set()
+        for row in rows:
+            m = re.search(r"/(\d+)\.json$", str(row[0]))
+            if m:
+                found.add(int(m.group(1)))
+        return found
 
-        ``log_text`` is the whole log so far. Until ``final``, an unterminated last line is held
-        back: it may still be being written.
-        """
-        lines = log_text.splitlines()
-        if not final and log_text and not log_text.endswith("\n"):
-            lines = lines[:-1]
-        new = lines[self._consumed :]
-        for line in new:
-            if self._handler is not None:
-                extract_message_or_forward_to_stdout(self._handler, line)
-            if line.strip() and not _is_pipes_message(line):
-                self._tail.append(line)
-        self._consumed += len(new)
-        return len(new)
+    def _download(self, index: int) -> str:
+        with tempfile.TemporaryDirectory(prefix="pipes-chunk-") as tmp:
+            self.session.file.get(f"{self.prefix}/{index}.json", tmp)
+            return (Path(tmp) / f"{index}.json").read_text()
+
+    def poll(self) -> int:
+        """Handle the chunks now on the stage; returns how many messages were handled."""
+        present = self._present()
+        handled = 0
+        while self.counter in present:
+            chunk = self._download(self.counter)
+            for line in chunk.splitlines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if self._handler is not None:
+                    self._handler.handle_message(message)
+                handled += 1
+                if message.get("method") == "closed":
+                    self._closed = True
+            self.counter += 1
+        self.messages += handled
+        return handled
+
+    def drain(self, job_failed: bool = False) -> bool:
+        """Poll until the closed message arrived; False when it never did."""
+        deadline = time.monotonic() + (
+            self.drain_timeout_s / 4 if job_failed else self.drain_timeout_s
+        )
+        while True:
+            self.poll()
+            if self._closed or time.monotonic() > deadline:
+                return self._closed
+            time.sleep(min(1.0, self.interval_s))
 
     @property
-    def tail(self) -> str:
-        return "\n".join(self._tail)
+    def closed(self) -> bool:
+        return self._closed
 
     def no_messages_debug_text(self) -> str:
         return (
-            "Attempted to read messages from the ML Job's logs (MLJob.get_logs). Expected the job "
-            "to call open_dagster_pipes() with the default message writer (stdout)."
+            f"Attempted to read message chunks from {self.prefix}/<n>.json. Expected the job to "
+            "open Dagster Pipes with transcription.pipes_stage.payload_message_writer()."
         )
 
 
@@ -81,7 +125,9 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
     Args:
         poll_interval_s: seconds between status/log polls.
         timeout_s: cancel and fail the job after this long (None: no limit).
-        tail_lines: log lines kept for failure messages.
+        tail_lines: log lines per instance in failure messages.
+        message_interval_s: how often the job uploads a chunk of Pipes messages.
+        drain_timeout_s: after the job ends, how long to wait for its last chunk.
     """
 
     def __init__(
@@ -89,10 +135,14 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         poll_interval_s: float = 5.0,
         timeout_s: float | None = None,
         tail_lines: int = 60,
+        message_interval_s: float = 5.0,
+        drain_timeout_s: float = 60.0,
     ):
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
         self.tail_lines = tail_lines
+        self.message_interval_s = message_interval_s
+        self.drain_timeout_s = drain_timeout_s
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -154,7 +204,17 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         """Submit, follow and return the Pipes results; raises ``dg.Failure`` on failure."""
         from snowflake.ml import jobs
 
-        reader = PipesMLJobLogMessageReader(tail_lines=self.tail_lines)
+        if session is None:
+            from snowflake.snowpark.context import get_active_session
+
+            session = get_active_session()
+        prefix = f"@{stage_name.lstrip('@').rstrip('/')}/pipes/{uuid.uuid4().hex}"
+        reader = PipesMLJobStageMessageReader(
+            session,
+            prefix,
+            interval_s=self.message_interval_s,
+            drain_timeout_s=self.drain_timeout_s,
+        )
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with dg.open_pipes_session(
             context=context,
@@ -178,27 +238,40 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             pipes_session.report_launched({"extras": {"job_id": job_id}})
             try:
                 status = self._follow(context, job, reader, timeout_s)
-            except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-                context.log.warning(f"run interrupted: cancelling Snowflake ML Job {job_id}")
+            except BaseException as exc:
+                # an interrupt (run terminated), the timeout or an error while following: a GPU
+                # job must not keep running unwatched
+                context.log.warning(
+                    f"{type(exc).__name__} while following Snowflake ML Job {job_id}: cancelling it"
+                )
                 _cancel(context, job)
                 raise
             if status in FAILED_STATES:
+                tail = instance_log_tails(job, self.tail_lines)
+                error = _error_lines(tail)
                 raise dg.Failure(
                     description=(
-                        f"Snowflake ML Job {job_id} ended {status}\n--- log tail ---\n{reader.tail}"
+                        f"Snowflake ML Job {job_id} ended {status}"
+                        + (f": {error}" if error else "")
+                        + f"\n--- log tails ---\n{tail}"
                     ),
                     metadata={
                         "snowflake_ml_job_id": job_id,
                         "status": status,
-                        "log_tail": dg.MetadataValue.text(reader.tail),
+                        "log_tail": dg.MetadataValue.text(tail),
                     },
+                )
+            if not reader.closed:
+                context.log.warning(
+                    f"Snowflake ML Job {job_id} ended {status} but its Pipes messages did not end "
+                    f"with 'closed' ({reader.messages} message(s) read from {prefix})"
                 )
         return PipesClientCompletedInvocation(
             pipes_session,
             metadata={"snowflake_ml_job_id": job_id, "snowflake_ml_job_status": status},
         )
 
-    def _follow(self, context, job, reader: PipesMLJobLogMessageReader, timeout_s) -> str:
+    def _follow(self, context, job, reader: PipesMLJobStageMessageReader, timeout_s) -> str:
         started = time.monotonic()
         last = None
         while True:
@@ -206,35 +279,56 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             if status != last:
                 context.log.info(f"Snowflake ML Job {job.id}: {status}")
                 last = status
-            final = status in TERMINAL_STATES
-            _read_logs(context, job, reader, final)
-            if final:
+            if status in TERMINAL_STATES:
+                reader.drain(job_failed=status in FAILED_STATES)
                 return status
+            reader.poll()
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 _cancel(context, job)
-                _read_logs(context, job, reader, True)
+                tail = instance_log_tails(job, self.tail_lines)
                 raise dg.Failure(
                     description=(
                         f"Snowflake ML Job {job.id} did not finish within {timeout_s:.0f} s and "
-                        f"was cancelled\n--- log tail ---\n{reader.tail}"
+                        f"was cancelled\n--- log tails ---\n{tail}"
                     ),
                     metadata={
                         "snowflake_ml_job_id": str(job.id),
                         "status": "TIMEOUT",
-                        "log_tail": dg.MetadataValue.text(reader.tail),
+                        "log_tail": dg.MetadataValue.text(tail),
                     },
                 )
             time.sleep(self.poll_interval_s)
 
 
-def _read_logs(context, job, reader: PipesMLJobLogMessageReader, final: bool) -> None:
+def instance_log_tails(job, lines: int = 60) -> str:
+    """The last ``lines`` of every instance's log (head first): a worker's failure shows too."""
     try:
-        text = job.get_logs(as_list=False)
-    except Exception as exc:  # logs may not exist yet (PENDING container)
-        if final:
-            context.log.warning(f"could not read the logs of ML Job {job.id}: {type(exc).__name__}")
-        return
-    reader.consume(text or "", final=final)
+        count = int(job.target_instances)
+    except Exception:
+        count = 1
+    parts = []
+    for index in range(max(1, count)):
+        try:
+            text = job.get_logs(limit=lines, instance_id=index, verbose=True)
+        except Exception as exc:
+            text = f"(logs unavailable: {type(exc).__name__}: {exc})"
+        body = "\n".join(line for line in str(text).splitlines() if not _is_pipes_message(line))
+        parts.append(f"[instance {index}{' (head)' if index == 0 else ''}]\n{body.strip()}")
+    return "\n".join(parts)
+
+
+_ERROR_LINE = re.compile(r"(Error|Exception|Traceback|Killed|OOM|FATAL)", re.I)
+
+
+def _error_lines(tail: str, limit: int = 3) -> str:
+    """The last lines naming an error, with their instance, for the failure's first line."""
+    found, instance = [], "instance 0"
+    for line in tail.splitlines():
+        if line.startswith("[instance "):
+            instance = line.strip("[]").split(" (")[0]
+        elif _ERROR_LINE.search(line) and not line.startswith("Traceback"):
+            found.append(f"{instance}: {line.strip()}")
+    return "; ".join(found[-limit:])
 
 
 def _cancel(context, job) -> None:

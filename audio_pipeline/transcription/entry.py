@@ -14,6 +14,7 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 
 from ..models import resolve_model
 from .pipeline import JobSummary, run_job
+from .pipes_stage import payload_message_writer
 from .settings import JobSettings
 
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_job(settings)
         print(json.dumps(summary_metadata(summary), default=str, indent=2))
         return 0
-    with open_dagster_pipes() as pipes:
+    # Messages: chunks on the job stage in an ML Job (see pipes_stage), stdout in a Ray Job.
+    with open_dagster_pipes(message_writer=payload_message_writer()) as pipes:
         run_with_pipes(pipes)
     return 0

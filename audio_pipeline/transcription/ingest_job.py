@@ -14,6 +14,7 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 
 from .. import identifiers, librispeech
+from .pipes_stage import payload_message_writer
 from .sinks import AUDIO_FILE_COLUMNS, REFERENCE_COLUMNS, SnowflakeSink, payload_connection
 
 
@@ -85,7 +86,7 @@ def ingest(settings: dict, log=print) -> dict:
 
 
 def main() -> int:
-    with open_dagster_pipes() as pipes:
+    with open_dagster_pipes(message_writer=payload_message_writer()) as pipes:
         meta = ingest(pipes.get_extra("ingest"), log=pipes.log.info)
         pipes.report_asset_materialization(metadata=meta)
     return 0

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import quality
-from .audio import SILENCE_DBFS, AudioDecodeError, decode_audio
+from .audio import SILENCE_DBFS, decode_audio
 from .engine import DecodingOptions, Transcription, load_engine
 from .settings import JobSettings
 from .sinks import PendingFile, open_sink
@@ -129,6 +129,26 @@ class JobSummary:
         return meta
 
 
+CONTAINER_ENV = (
+    "SNOWFLAKE_ACCOUNT",
+    "SNOWFLAKE_HOST",
+    "SNOWFLAKE_PORT",
+    "SNOWFLAKE_PROTOCOL",
+    "SNOWFLAKE_DATABASE",
+    "SNOWFLAKE_SCHEMA",
+    "SNOWFLAKE_WAREHOUSE",
+    "SNOWFLAKE_TOKEN_FILE",
+    "SNOWFLAKE_SERVICE_NAME",
+)
+
+
+def container_connection_env() -> dict | None:
+    """The container's connection settings (no secret: the token stays in its file) for decode
+    tasks, which open their own connection to read the stage; None outside a container."""
+    env = {k: os.environ[k] for k in CONTAINER_ENV if os.environ.get(k)}
+    return {"env_vars": env} if env else None
+
+
 def decode_batch(
     batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
 ) -> dict[str, np.ndarray]:
@@ -143,7 +163,7 @@ def decode_batch(
             durations.append(audio.duration_s)
             levels.append(audio.rms_dbfs)
             errors.append("")
-        except (AudioDecodeError, OSError, ValueError, MemoryError) as exc:
+        except Exception as exc:  # a stage read (connector, HTTP, SDK errors) or a decode
             pcm.append(b"")
             durations.append(0.0)
             levels.append(-200.0)
@@ -343,6 +363,7 @@ def transcribe_files(
         batch_size=settings.decode_batch_size,
         batch_format="numpy",
         num_cpus=0.5,
+        **({"runtime_env": env} if (env := container_connection_env()) else {}),
         fn_kwargs={
             "source_spec": settings.source,
             "max_file_bytes": settings.max_file_bytes,

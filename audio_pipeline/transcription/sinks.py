@@ -356,6 +356,9 @@ def open_payload_connection(database: str, schema: str):
         }
         if os.environ.get("SNOWFLAKE_WAREHOUSE"):
             kwargs["warehouse"] = os.environ["SNOWFLAKE_WAREHOUSE"]
+        for key in ("port", "protocol"):  # set where the endpoint is not https:443
+            if os.environ.get(f"SNOWFLAKE_{key.upper()}"):
+                kwargs[key] = os.environ[f"SNOWFLAKE_{key.upper()}"]
     elif os.environ.get("SNOWFLAKE_CONNECTION_NAME"):
         kwargs = {
             "connection_name": os.environ["SNOWFLAKE_CONNECTION_NAME"],

@@ -41,11 +41,15 @@ def open_source(spec: dict) -> AudioSource:
 
 
 class SnowflakeStageSource(AudioSource):
-    """Files of a Snowflake stage, read with ``SFStageFileSystem`` (fsspec over pre-signed URLs).
+    """Files of a Snowflake stage, read over pre-signed URLs (``GET_PRESIGNED_URL``, one query and
+    one HTTPS GET per file, nothing on disk).
 
-    The connection is the job's own (see ``sinks.open_payload_connection``); one file system per
-    process and stage, reused by every decode task.
+    The connection is the job's own (see ``sinks.open_payload_connection``), one per process,
+    reused by every decode task. ``fs`` (an fsspec file system, e.g. ``SFStageFileSystem``)
+    replaces the URL reads where given.
     """
+
+    URL_LIFETIME_S = 3600
 
     def __init__(self, database: str, schema: str, stage: str, fs=None):
         from .. import identifiers
@@ -55,22 +59,47 @@ class SnowflakeStageSource(AudioSource):
         self.stage = identifiers.validate(stage, "stage name")
         self._fs = fs
 
-    @property
-    def fs(self):
-        if self._fs is None:
-            self._fs = _stage_fs(self.database, self.schema, self.stage)
-        return self._fs
+    def presigned_url(self, path: str) -> str:
+        from .. import snowflake_sql
+
+        conn = _stage_connection(self.database, self.schema)
+        rows = snowflake_sql.execute(
+            conn.cursor(),
+            "select_presigned_url",
+            {"path": path, "lifetime_s": self.URL_LIFETIME_S},
+            stage=(self.database, self.schema, self.stage),
+        )
+        if not rows or not rows[0][0]:
+            raise FileNotFoundError(f"@{self.stage}/{path}: no such file on the stage")
+        return str(rows[0][0])
 
     def read_bytes(self, file_path: str, max_bytes: int | None = None) -> bytes:
+        import urllib.request
+
         from .. import identifiers
 
         path = identifiers.validate_stage_path(file_path)
-        if max_bytes is not None:
-            size = int(self.fs.info(path).get("size") or 0)
-            if size > max_bytes:
-                raise ValueError(f"{file_path}: {size} bytes exceeds the {max_bytes}-byte limit")
-        with self.fs.open(path, "rb") as f:
-            return f.read()
+        limit = -1 if max_bytes is None else max_bytes + 1  # one byte past: no huge reads
+        if self._fs is not None:
+            with self._fs.open(path, "rb") as f:
+                data = f.read(limit)
+        else:
+            url = self.presigned_url(path)
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"unexpected pre-signed URL scheme for {file_path}")
+            with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310
+                data = response.read(limit) if limit >= 0 else response.read()
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ValueError(f"{file_path}: more than the {max_bytes}-byte limit")
+        return data
+
+
+@functools.cache
+def _stage_connection(database: str, schema: str):
+    from .sinks import open_payload_connection
+
+    conn, _ = open_payload_connection(database, schema)
+    return conn
 
 
 @functools.cache

@@ -64,7 +64,7 @@ def test_create_pool_sql_and_params():
 def test_pool_matching_config_is_not_altered():
     cursor = RecordingCursor({"DESCRIBE": (COLUMNS, [describe_row()])})
     meta = compute().ensure_pool_with(cursor)
-    assert [c[0].split()[0] for c in cursor.calls] == ["CREATE", "DESCRIBE"]
+    assert [c[0].split()[0] for c in cursor.calls] == ["DESCRIBE"]
     assert meta["state"] == "SUSPENDED"
     assert meta["instance_family"] == "GPU_NV_S"
     assert (meta["min_nodes"], meta["max_nodes"]) == (1, 5)
@@ -78,8 +78,8 @@ def test_pool_differing_from_config_is_altered():
     cursor = RecordingCursor({"DESCRIBE": [before, after]})
     meta = compute().ensure_pool_with(cursor, log=None)
     verbs = [c[0].split()[0] for c in cursor.calls]
-    assert verbs == ["CREATE", "DESCRIBE", "ALTER", "DESCRIBE"]
-    alter_sql, alter_params = cursor.calls[2]
+    assert verbs == ["DESCRIBE", "ALTER", "DESCRIBE"]
+    alter_sql, alter_params = cursor.calls[1]
     assert alter_params == {
         "min_nodes": 1,
         "max_nodes": 5,
@@ -114,3 +114,22 @@ def test_connector_binds_pool_params_as_literals(sf_connection):
         bound = create % conn._process_params_pyformat(params)
     assert "MIN_NODES = 1\n" in bound and "AUTO_RESUME = TRUE\n" in bound
     assert bound.endswith("INITIALLY_SUSPENDED = TRUE")
+
+
+def test_job_role_with_usage_and_monitor_uses_the_pool_as_it_is(acct_connection, emulated_account):
+    """Setup (ACCOUNTADMIN) created the pool and granted SYSADMIN only USAGE and MONITOR. The
+    asset must neither CREATE (no CREATE COMPUTE POOL on the account) nor fail on the ALTER it
+    may not run; before, CREATE ... IF NOT EXISTS failed every materialization."""
+    account = emulated_account
+    account.create_pool_roles = {"ACCOUNTADMIN"}
+    try:
+        differing = SnowflakeMLJobCompute(connection=acct_connection, max_nodes=4)
+        start = len(account.statements)
+        meta = differing.ensure_pool()
+        ran = [(role, sql.split()[0].upper()) for role, sql in account.statements[start:]]
+    finally:
+        account.create_pool_roles = None
+    assert ran == [("SYSADMIN", "DESCRIBE")]  # the ALTER was refused: not recorded as run
+    assert meta["created"] is False
+    assert meta["altered"].startswith("not permitted") and "max_nodes" in meta["altered"]
+    assert meta["max_nodes"] == 5  # as setup made it

@@ -1,46 +1,42 @@
-"""PipesSnowflakeMLJobClient against a stand-in for ``snowflake.ml.jobs`` (see conftest).
-
-The test double sits only at the SDK boundary (``submit_directory`` and ``MLJob``): the payload
-really runs (in a subprocess), really speaks Dagster Pipes on stdout, and the client really
-reads it back through ``get_logs()``.
+"""PipesSnowflakeMLJobClient on the emulated account (emulator.py): the real ML Jobs SDK submits,
+the wheel's launcher runs the payload, and the payload speaks Dagster Pipes through message
+chunks on the job stage (transcription/pipes_stage.py).
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import signal
-import threading
-import time
+import re
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from audio_pipeline.resources.pipes_snowflake import (
-    PipesMLJobLogMessageReader,
-    PipesSnowflakeMLJobClient,
-)
+from audio_pipeline.resources.pipes_snowflake import PipesSnowflakeMLJobClient
 
 from .conftest import SECRET
 
 PAYLOAD = """
 import os, sys, time
 from dagster_pipes import open_dagster_pipes
+from audio_pipeline.transcription.pipes_stage import payload_message_writer
 
-with open_dagster_pipes() as pipes:
+with open_dagster_pipes(message_writer=payload_message_writer()) as pipes:
     mode = pipes.get_extra("mode")
-    print("plain line from the payload", flush=True)
-    pipes.log.info("hello through pipes")
+    n = pipes.get_extra("n")
+    for i in range(n):
+        for j in range(10):  # log noise between the messages: 10 lines per message
+            print(f"noise {i:05d}-{j} " + "x" * 60, flush=j == 9)
+        pipes.log.info(f"message {i:05d}")
     if mode == "fail":
         print("about to fail", flush=True)
         raise ValueError("boom in the payload")
     if mode == "sleep":
         print("sleeping", flush=True)
-        time.sleep(120)
+        time.sleep(300)
     pipes.report_asset_materialization(
         metadata={
-            "rows": pipes.get_extra("n") * 14,
+            "sent": n,
             "jobs_count": int(os.environ["SNOWFLAKE_JOBS_COUNT"]),
             "password_env": os.environ.get("SNOWFLAKE_PASSWORD", "absent"),
         }
@@ -56,130 +52,138 @@ def payload_dir(tmp_path) -> Path:
     return d
 
 
-def remote_asset(payload_dir: Path, client: PipesSnowflakeMLJobClient, extras: dict):
+def remote_asset(payload_dir: Path, client, connection, extras: dict, target_instances=1):
+    database, schema = connection.schema_fqn
+
     @dg.asset
     def remote(context):
-        invocation = client.run(
-            context=context,
-            dir_path=str(payload_dir),
-            compute_pool="AUDIO_POOL",
-            entrypoint="main.py",
-            stage_name="JOB_STAGE",
-            session=None,
-            extras=extras,
-            target_instances=3,
-            external_access_integrations=["EAI"],
-            query_warehouse="WH",
-            name="REMOTE_TEST",
-        )
+        with connection.snowpark_session() as session:
+            invocation = client.run(
+                context=context,
+                dir_path=str(payload_dir),
+                compute_pool="AUDIO_PROCESSING_CP_DATA_DOWNLOAD",
+                entrypoint="main.py",
+                stage_name=f"{database}.{schema}.JOB_STAGE",
+                session=session,
+                extras=extras,
+                target_instances=target_instances,
+                external_access_integrations=["AUDIO_PIPELINE_ACCESS_INTEGRATION"],
+                query_warehouse=connection.warehouse,
+                name="REMOTE_TEST",
+                database=database,
+                schema=schema,
+            )
         result = invocation.get_materialize_result()
         return dg.MaterializeResult(metadata={**result.metadata, **invocation.metadata})
 
     return remote
 
 
-def test_payload_metadata_arrives_in_materialization(
-    fake_ml_jobs, payload_dir, monkeypatch, capsys, instance
+def client(**kw) -> PipesSnowflakeMLJobClient:
+    return PipesSnowflakeMLJobClient(poll_interval_s=0.3, message_interval_s=1.0, **kw)
+
+
+def new_job(account, before):
+    (job,) = [j for k, j in account.jobs.items() if k not in before]
+    return job
+
+
+def test_every_message_arrives_once_in_order_whatever_the_log_does(
+    acct_connection, emulated_account, payload_dir, instance
 ):
-    monkeypatch.setenv("SNOWFLAKE_PASSWORD", SECRET)  # in Dagster's env: must not reach the job
-    client = PipesSnowflakeMLJobClient(poll_interval_s=0.1)
-    result = dg.materialize(
-        [remote_asset(payload_dir, client, {"mode": "ok", "n": 3})], instance=instance
-    )
-    assert result.success
+    """1,000 Pipes messages among 10,000 log lines, 40 start-up lines before the launcher's
+    banner, a 100 KB log cap, and the log source switching once the container is gone. Before
+    the stage channel (messages counted from get_logs() lines) most of them were lost."""
+    account = emulated_account
+    account.logs_retained_s = 0.0  # container logs gone at once: the SDK reads !spcs_get_logs
+    before = set(account.jobs)
+    try:
+        result = dg.materialize(
+            [remote_asset(payload_dir, client(), acct_connection, {"mode": "ok", "n": 1000})],
+            instance=instance,
+            raise_on_error=False,
+        )
+    finally:
+        account.logs_retained_s = None
+    job = new_job(account, before)
+    assert result.success, job.head.text()[-3000:]
+    log = job.head.text()
+    assert log.count("\nnoise ") >= 10_000 and len(log.encode()) > 600_000
+    assert log.index("Installing packages") < log.index("ML job started")
+    received = [
+        e.user_message
+        for e in instance.all_logs(result.run_id)
+        if re.fullmatch(r"message \d{5}", e.user_message or "")
+    ]
+    assert received == [f"message {i:05d}" for i in range(1000)]
     meta = result.asset_materializations_for_node("remote")[0].metadata
-    assert meta["rows"].value == 42
-    assert meta["jobs_count"].value == 3
-    assert meta["password_env"].value == "absent"
-    assert meta["snowflake_ml_job_id"].value == "DB.SCH.REMOTE_TEST_1"
+    assert meta["sent"].value == 1000
+    assert meta["jobs_count"].value == 1
+    assert meta["password_env"].value == "absent"  # no secret reaches the job
     assert meta["snowflake_ml_job_status"].value == "DONE"
-    call = fake_ml_jobs.submissions[0]
-    assert call["compute_pool"] == "AUDIO_POOL" and call["min_instances"] == 3
-    assert call["external_access_integrations"] == ["EAI"]
-    assert "DAGSTER_PIPES_CONTEXT" in call["env_vars"]
-    assert "DAGSTER_PIPES_MESSAGES" in call["env_vars"]
-    assert SECRET not in repr(call)
-    # plain lines are forwarded (to stdout: the step's compute log), each exactly once
-    out = capsys.readouterr().out
-    assert out.count("plain line from the payload") == 1
-    messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    assert sum("hello through pipes" in m for m in messages) == 1  # Pipes log → Dagster log
-    assert any("submitted Snowflake ML Job DB.SCH.REMOTE_TEST_1" in m for m in messages)
-    assert not any(SECRET in m for m in messages)
+    assert SECRET not in log
 
 
-def test_failing_payload_fails_materialization_with_log_tail(fake_ml_jobs, payload_dir):
-    client = PipesSnowflakeMLJobClient(poll_interval_s=0.1)
+def test_failing_payload_fails_with_every_instances_log_tail(
+    acct_connection, emulated_account, payload_dir
+):
+    before = set(emulated_account.jobs)
     result = dg.materialize(
-        [remote_asset(payload_dir, client, {"mode": "fail", "n": 1})], raise_on_error=False
+        [remote_asset(payload_dir, client(), acct_connection, {"mode": "fail", "n": 3})],
+        raise_on_error=False,
     )
-    assert not result.success
+    job = new_job(emulated_account, before)
+    assert not result.success and job.status == "FAILED"
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    text = str(failure.step_failure_data.error)
-    assert "ended FAILED" in text
-    assert "about to fail" in text
-    assert "ValueError: boom in the payload" in text
-    assert result.asset_materializations_for_node("remote") == []
-
-
-def test_timeout_cancels_the_job(fake_ml_jobs, payload_dir):
-    client = PipesSnowflakeMLJobClient(poll_interval_s=0.1, timeout_s=1.5)
-    started = time.monotonic()
-    result = dg.materialize(
-        [remote_asset(payload_dir, client, {"mode": "sleep", "n": 1})], raise_on_error=False
+    text = failure.event_specific_data.error.message
+    assert (
+        "ended FAILED" in text and "boom in the payload" in text and "[instance 0 (head)]" in text
     )
-    assert time.monotonic() - started < 30
-    assert not result.success
-    job = fake_ml_jobs.jobs[0]
-    assert job.cancel_calls == 1 and job.status == "CANCELLED"
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    text = str(failure.step_failure_data.error)
-    assert "did not finish within 2 s and was cancelled" in text
-    assert "sleeping" in text
 
 
-def test_terminating_the_run_cancels_the_job(fake_ml_jobs, payload_dir):
-    """A SIGINT during the step is how Dagster interrupts a run in process; the job is cancelled."""
-    client = PipesSnowflakeMLJobClient(poll_interval_s=0.1)
-
-    def interrupt_when_running():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            jobs = fake_ml_jobs.jobs
-            if jobs and "sleeping" in jobs[0].get_logs():
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=interrupt_when_running, daemon=True)
-    thread.start()
+def test_timeout_cancels_the_job(acct_connection, emulated_account, payload_dir):
+    before = set(emulated_account.jobs)
     result = dg.materialize(
-        [remote_asset(payload_dir, client, {"mode": "sleep", "n": 1})], raise_on_error=False
+        [
+            remote_asset(
+                payload_dir, client(timeout_s=8), acct_connection, {"mode": "sleep", "n": 1}
+            )
+        ],
+        raise_on_error=False,
     )
-    thread.join(5)
+    job = new_job(emulated_account, before)
     assert not result.success
-    job = fake_ml_jobs.jobs[0]
-    assert job.cancel_calls == 1
+    assert job.cancel_requested
+    emulated_account.wait_idle(60)
     assert job.status == "CANCELLED"
 
 
-def test_reader_forwards_only_new_complete_lines():
-    class Handler:
-        def __init__(self):
-            self.messages = []
+def test_an_error_while_following_cancels_the_job(
+    acct_connection, emulated_account, payload_dir, monkeypatch
+):
+    """Not only an interrupt: any exception in the poll loop cancels the GPU job."""
+    from audio_pipeline.resources import pipes_snowflake
 
-        def handle_message(self, message):
-            self.messages.append(message)
+    calls = {"n": 0}
+    real_poll = pipes_snowflake.PipesMLJobStageMessageReader.poll
 
-    reader = PipesMLJobLogMessageReader(tail_lines=2)
-    handler = Handler()
-    msg = '{"__dagster_pipes_version": "0.1", "method": "log", "params": {}}'
-    with reader.read_messages(handler):
-        assert reader.consume(f"a\n{msg}\npartial") == 2
-        assert reader.consume(f"a\n{msg}\npartial line\nb\n") == 2
-        assert reader.consume(f"a\n{msg}\npartial line\nb\n") == 0
-    assert handler.messages == [{"__dagster_pipes_version": "0.1", "method": "log", "params": {}}]
-    assert reader.tail == "partial line\nb"
+    def flaky_poll(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionError("network blip while listing the stage")
+        return real_poll(self)
+
+    monkeypatch.setattr(pipes_snowflake.PipesMLJobStageMessageReader, "poll", flaky_poll)
+    before = set(emulated_account.jobs)
+    result = dg.materialize(
+        [remote_asset(payload_dir, client(), acct_connection, {"mode": "sleep", "n": 1})],
+        raise_on_error=False,
+    )
+    job = new_job(emulated_account, before)
+    assert not result.success
+    assert job.cancel_requested
+    emulated_account.wait_idle(60)
+    assert job.status == "CANCELLED"
 
 
 def test_submit_kwargs_bind_to_installed_submit_directory():
@@ -211,7 +215,7 @@ def test_submit_kwargs_bind_to_installed_submit_directory():
         assert f"{key} (" in doc, key
     assert {"compute_pool", "entrypoint", "stage_name", "target_instances"} <= named
     assert kwargs["compute_pool"] == "AUDIO_PROCESSING_CP_GPU_NV_S_5_NODES"
-    assert kwargs["stage_name"] == "JOB_STAGE"
+    assert kwargs["stage_name"] == "MULTINODE_MULTIGPU_MYDB.AUDIO_TRANSCRIPTION_SCH.JOB_STAGE"
     assert kwargs["entrypoint"] == "run_payload.py"
     assert kwargs["args"] == ["audio_pipeline.transcription"]
     assert kwargs["target_instances"] == 5 and kwargs["min_instances"] == 1

@@ -1,4 +1,4 @@
--- Egress only to the hosts the jobs need (%(hosts)s: a tuple of 'host:443' strings), never 0.0.0.0.
+-- Egress only to the hosts the jobs need (%(hosts)s: a list of 'host:443' strings, one bound value each), never 0.0.0.0.
 CREATE NETWORK RULE IF NOT EXISTS {rule}
-    MODE = EGRESS TYPE = HOST_PORT VALUE_LIST = %(hosts)s;
-ALTER NETWORK RULE {rule} SET VALUE_LIST = %(hosts)s;
+    MODE = EGRESS TYPE = HOST_PORT VALUE_LIST = (%(hosts)s);
+ALTER NETWORK RULE {rule} SET VALUE_LIST = (%(hosts)s);

@@ -15,6 +15,13 @@ from .bundle import PAYLOAD_ENTRY, build_payload_dir
 CREDITS_PER_NODE_HOUR = {"GPU_NV_S": 0.57}
 
 
+def payload_requirements() -> list[str]:
+    """The payload's pinned requirements, shipped with it (``transcription/requirements.txt``)."""
+    path = Path(__file__).resolve().parents[2] / "transcription" / "requirements.txt"
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 class SnowflakeMLJobCompute(TranscriptionCompute):
     """A Snowflake compute pool; the payload runs there as an ML Job, followed through Pipes.
 
@@ -38,7 +45,8 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
         default_factory=lambda: ["AUDIO_PIPELINE_ACCESS_INTEGRATION"]
     )
     pip_requirements: list[str] = Field(
-        default_factory=lambda: ["dagster-pipes==1.13.27", "soundfile>=0.12", "librosa>=0.10"]
+        default_factory=lambda: payload_requirements(),
+        description="pip requirements of the job (default: transcription/requirements.txt)",
     )
     runtime_environment: str | None = None
     poll_interval_s: float = 10.0
@@ -74,19 +82,39 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             return self.ensure_pool_with(conn.cursor(), log)
 
     def ensure_pool_with(self, cursor, log=None) -> dict:
-        """CREATE IF NOT EXISTS, ALTER when DESCRIBE differs from the config; DESCRIBE metadata."""
+        """DESCRIBE; CREATE only when the pool is missing, ALTER only where it differs from the
+        config. The role that runs jobs usually holds only USAGE and MONITOR on the pool (what
+        setup grants): a pool that exists is used as it is, and an ALTER it may not run is
+        reported, not raised."""
         if self.min_nodes > self.max_nodes:
             raise ComputePoolError(f"min_nodes {self.min_nodes} > max_nodes {self.max_nodes}")
         stmts = self.pool_sql()
-        cursor.execute(*stmts["create"])
-        info = _describe(cursor, stmts["describe"][0])
+        info = _describe_or_none(cursor, stmts["describe"][0])
+        created = info is None
+        if created:
+            if log:
+                log.info(f"compute pool {self.pool_name} does not exist: creating it")
+            snowflake_sql.execute_statement(cursor, *stmts["create"])
+            info = _describe_or_none(cursor, stmts["describe"][0]) or {}
         wanted = stmts["alter"][1]
         differs = sorted(k for k, v in wanted.items() if not _same(info.get(k), v))
+        altered = ", ".join(differs) or "nothing"
         if differs:
             if log:
                 log.info(f"compute pool {self.pool_name}: updating {', '.join(differs)}")
-            cursor.execute(*stmts["alter"])
-            info = _describe(cursor, stmts["describe"][0])
+            try:
+                snowflake_sql.execute_statement(cursor, *stmts["alter"])
+                info = _describe_or_none(cursor, stmts["describe"][0]) or info
+            except Exception as exc:
+                if not _is_access_error(exc):
+                    raise
+                altered = f"not permitted ({', '.join(differs)} differ from the config)"
+                if log:
+                    log.warning(
+                        f"compute pool {self.pool_name}: {', '.join(differs)} differ from the "
+                        "config, but this role may not ALTER the pool (setup grants USAGE and "
+                        "MONITOR); using it as it is. Re-run `make snowflake-setup` to change it."
+                    )
         family = str(info.get("instance_family") or "")
         meta = {
             "address": f"compute pool {self.pool_name}",
@@ -97,7 +125,8 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             "max_nodes": _int(info.get("max_nodes")),
             "active_nodes": _int(info.get("active_nodes")),
             "target_nodes": _int(info.get("target_nodes")),
-            "altered": ", ".join(differs) or "nothing",
+            "altered": altered,
+            "created": created,
         }
         if family and family.upper() != self.instance_family.upper():
             meta["instance_family_mismatch"] = (
@@ -126,7 +155,11 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             "compute_pool": identifiers.validate(pool, "compute pool name"),
             "entrypoint": PAYLOAD_ENTRY,
             "args": [module],
-            "stage_name": identifiers.validate(self.job_stage, "stage name"),
+            # qualified: the SDK PUTs the payload to @<stage_name>/..., whatever the session's
+            # current database is
+            "stage_name": ".".join(
+                (database, schema, identifiers.validate(self.job_stage, "stage name"))
+            ),
             "target_instances": 1 if ingest else self.target_instances,
             "min_instances": 1 if ingest else min(self.min_instances, self.target_instances),
             "pip_requirements": list(self.pip_requirements),
@@ -149,7 +182,9 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
         from ..pipes_snowflake import PipesSnowflakeMLJobClient
 
         return PipesSnowflakeMLJobClient(
-            poll_interval_s=self.poll_interval_s, timeout_s=self.timeout_s
+            poll_interval_s=self.poll_interval_s,
+            timeout_s=self.timeout_s,
+            message_interval_s=min(5.0, self.poll_interval_s),
         )
 
     def _run(self, context, extras: dict, module: str, ingest: bool):
@@ -181,6 +216,20 @@ def _describe(cursor, statement: str) -> dict:
         return {}
     names = [str(d[0]).lower() for d in cursor.description]
     return dict(zip(names, rows[0], strict=False))
+
+
+def _describe_or_none(cursor, statement: str) -> dict | None:
+    """DESCRIBE's row, or None when the object does not exist (or is not visible to the role)."""
+    try:
+        return _describe(cursor, statement) or None
+    except Exception as exc:
+        if "does not exist" in str(exc) or getattr(exc, "errno", None) == 2003:
+            return None
+        raise
+
+
+def _is_access_error(exc: Exception) -> bool:
+    return getattr(exc, "errno", None) == 3001 or "Insufficient privileges" in str(exc)
 
 
 def _int(value) -> int | None:

@@ -1,0 +1,107 @@
+"""``make snowflake-rehearsal``: the whole Snowflake path offline, before spending credits.
+
+Starts a three-node Ray cluster on loopback (a head and two worker raylets with one logical GPU
+each, the second worker joining late) and the emulated account (emulator.py: fakesnow plus
+documented answers; the real connector, Snowpark, ML Jobs SDK and job launcher), runs
+``snowflake_setup`` against it, then ``cli demo`` on the ``snowflake`` profile with the bundled
+tiny.en, and prints the demo's summary, the transcripts metadata that came back through Pipes and
+the four check results. Everything it starts, it stops (by PID).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+SECRET_FREE_PASSWORD = "emulated"  # the emulated account accepts any login
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import dagster as dg
+
+    from audio_pipeline import cli, snowflake_setup
+    from audio_pipeline.resources.compute import LocalRayCompute
+
+    from ..conftest import free_port
+    from .emulator import EmulatedAccount
+
+    work = Path(tempfile.mkdtemp(prefix="snowflake-rehearsal-"))
+    compute = LocalRayCompute(
+        home=str(work / "ray"),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        num_cpus=2,
+        num_gpus=1,
+        object_store_memory_mb=512,
+        isolated_ports=True,
+    )
+    account = None
+    try:
+        print("rehearsal: starting a 3-node Ray cluster on loopback (1 logical GPU per node)")
+        compute.ensure_pool()
+        compute.head.add_worker(2, 1)
+        compute.head.add_worker(2, 1, wait=False)  # joins while the job waits for its nodes
+        head = compute.head
+        account = EmulatedAccount(
+            work / "account",
+            ray_address=f"127.0.0.1:{head.gcs_port}",
+            worker_logs=[head.state_dir / f"worker-{head.dashboard_port}-{n}.log" for n in (1, 2)],
+        )
+        account.start()
+        print(f"rehearsal: emulated Snowflake account on 127.0.0.1:{account.port}")
+        os.environ.update(
+            {
+                "AUDIO_PIPELINE_PROFILE": "snowflake",
+                "AUDIO_PIPELINE_HOME": str(work / "home"),
+                "SNOWFLAKE_ACCOUNT": "emulated",
+                "SNOWFLAKE_USER": "rehearsal",
+                "SNOWFLAKE_PASSWORD": SECRET_FREE_PASSWORD,
+                "SNOWFLAKE_HOST": "127.0.0.1",
+                "SNOWFLAKE_PORT": str(account.port),
+                "SNOWFLAKE_PROTOCOL": "http",
+            }
+        )
+        os.environ.pop("DAGSTER_HOME", None)  # an ephemeral instance: nothing left behind
+        os.environ.pop("SNOWFLAKE_CONNECTION_NAME", None)
+        print("rehearsal: make snowflake-setup")
+        if snowflake_setup.main([]) != 0:
+            return 1
+        instance = dg.DagsterInstance.ephemeral()
+        cli._instance = lambda: instance  # the demo's runs, readable below
+        rc = cli.demo("sample", "bundled:tiny.en", "ctranslate2")
+        if rc != 0:
+            return rc
+        event = instance.get_latest_materialization_event(dg.AssetKey("transcripts"))
+        meta = event.asset_materialization.metadata if event else {}
+        print("Metadata reported by the ML Job through Pipes:")
+        for key in ("files", "ok", "errors", "nodes", "actors", "wer", "snowflake_ml_job_id"):
+            if key in meta:
+                print(f"  {key:<20} {getattr(meta[key], 'value', meta[key])}")
+        print("Checks:")
+        checks = 0
+        for name in ("completeness", "error_rate", "wer", "hallucinations"):
+            key = dg.AssetCheckKey(dg.AssetKey("transcripts"), name)
+            records = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+            evaluation = records[0].event.dagster_event.event_specific_data if records else None
+            if evaluation is not None:
+                checks += 1
+                print(f"  {name:<20} {'passed' if evaluation.passed else 'FAILED'}")
+            else:
+                print(f"  {name:<20} not reported")
+        jobs = list(account.jobs.values())
+        print(f"ML Jobs run: {len(jobs)} ({', '.join(f'{j.id} {j.status}' for j in jobs)})")
+        return 0 if checks == 4 else 1
+    finally:
+        if account is not None:
+            account.stop()
+        compute.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
