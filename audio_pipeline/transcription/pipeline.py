@@ -9,6 +9,7 @@ Every file ends as exactly one row, ``ok`` or ``error``; one bad file never fail
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
 import os
@@ -80,10 +81,14 @@ class JobSummary:
 def decode_batch(
     batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
 ) -> dict[str, np.ndarray]:
-    """Read and decode each file; a failure becomes an ``error`` value, never an exception."""
+    """Read and decode each file; a failure becomes an ``error`` value, never an exception.
+
+    The md5 of the bytes read is kept: each row says which content it describes.
+    """
     source = open_source(source_spec)
-    pcm, durations, levels, errors = [], [], [], []
+    pcm, durations, levels, errors, hashes = [], [], [], [], []
     for path in batch["file_path"]:
+        data = None
         try:
             data = source.read_bytes(str(path), max_bytes=max_file_bytes)
             audio = decode_audio(data, str(path), max_duration_s=max_duration_s)
@@ -96,9 +101,12 @@ def decode_batch(
             durations.append(0.0)
             levels.append(-200.0)
             errors.append(f"{type(exc).__name__}: {exc}")
+        hashes.append(hashlib.md5(data, usedforsecurity=False).hexdigest() if data else "")
     return {
         "file_path": batch["file_path"],
         "batch_key": batch["batch_key"],
+        "content_version": batch["content_version"],
+        "content_md5": np.array(hashes, dtype=object),
         "pcm": np.array(pcm, dtype=object),
         "duration_s": np.array(durations, dtype=np.float64),
         "rms_dbfs": np.array(levels, dtype=np.float64),
@@ -123,7 +131,12 @@ class Transcriber:
         self.model_id = model_id
         self.run_id = run_id
 
-    def _row(self, path, batch_key, duration, status, error=None, result=None, flags=()) -> dict:
+    def _row(self, batch, i, status, error=None, result=None, flags=()) -> dict:
+        path, batch_key, duration = (
+            batch["file_path"][i],
+            batch["batch_key"][i],
+            batch["duration_s"][i],
+        )
         return {
             "file_path": str(path),
             "model_id": self.model_id,
@@ -138,6 +151,8 @@ class Transcriber:
             "run_id": self.run_id,
             "batch_key": str(batch_key),
             "transcribed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "content_version": int(batch["content_version"][i]),
+            "content_md5": str(batch["content_md5"][i]) or None,
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -148,21 +163,14 @@ class Transcriber:
             if not batch["decode_error"][i] and batch["rms_dbfs"][i] < SILENCE_DBFS:
                 # Whisper invents text on silence; there is nothing to transcribe.
                 rows[i] = self._row(
-                    batch["file_path"][i],
-                    batch["batch_key"][i],
-                    batch["duration_s"][i],
+                    batch,
+                    i,
                     "ok",
                     result=Transcription("", None),
                     flags=["silence"],
                 )
             elif batch["decode_error"][i]:
-                rows[i] = self._row(
-                    batch["file_path"][i],
-                    batch["batch_key"][i],
-                    batch["duration_s"][i],
-                    "error",
-                    batch["decode_error"][i],
-                )
+                rows[i] = self._row(batch, i, "error", batch["decode_error"][i])
             else:
                 good.append(i)
         audios = {i: np.frombuffer(batch["pcm"][i], dtype=np.float32) for i in good}
@@ -177,17 +185,15 @@ class Transcriber:
                     results[i] = self.engine.transcribe([audios[i]])[0]
                 except Exception as exc:
                     rows[i] = self._row(
-                        batch["file_path"][i],
-                        batch["batch_key"][i],
-                        batch["duration_s"][i],
+                        batch,
+                        i,
                         "error",
                         f"transcription failed: {type(exc).__name__}: {exc}",
                     )
         for i, result in results.items():
             rows[i] = self._row(
-                batch["file_path"][i],
-                batch["batch_key"][i],
-                batch["duration_s"][i],
+                batch,
+                i,
                 "ok",
                 result=result,
                 flags=quality.hallucination_flags(result.text, float(batch["rms_dbfs"][i])),
@@ -281,7 +287,10 @@ def transcribe_files(
     )
     # Similar sizes batch together: fewer padded frames per generate call.
     ordered = sorted(files, key=lambda f: f.size_bytes)
-    items = [{"file_path": f.file_path, "batch_key": f.batch_key} for f in ordered]
+    items = [
+        {"file_path": f.file_path, "batch_key": f.batch_key, "content_version": f.content_version}
+        for f in ordered
+    ]
     blocks = max(1, min(len(items), 4 * actors * 4))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(
