@@ -105,7 +105,7 @@ def decode_batch(
     return {
         "file_path": batch["file_path"],
         "batch_key": batch["batch_key"],
-        "content_version": batch["content_version"],
+        "content_version": batch.get("content_version", np.ones(len(hashes), dtype=np.int64)),
         "content_md5": np.array(hashes, dtype=object),
         "pcm": np.array(pcm, dtype=object),
         "duration_s": np.array(durations, dtype=np.float64),

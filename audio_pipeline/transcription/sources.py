@@ -42,6 +42,8 @@ class LocalFolderSource(AudioSource):
 
     def resolve(self, file_path: str) -> Path:
         link = self.root / file_path
+        if not Path(os.path.normpath(link)).is_relative_to(self.root):
+            raise ValueError(f"{file_path!r} points outside the stage {self.root}")
         if not os.path.lexists(link) and "\\x" in file_path:
             link = self.root / fs_path_of(file_path)  # a name that is not valid UTF-8
         if not os.path.lexists(link):
