@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from .partitions import transcript_batches
+from .resources.compute import TranscriptionCompute
 from .resources.stage import AudioStage, StageFile
 from .resources.warehouse import TranscriptStore
 from .transcription.sinks import DuckDBLockedError, manifest_row
@@ -198,6 +199,19 @@ def build_new_stage_files_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
         )
 
     return new_stage_files_sensor
+
+
+@dg.run_failure_sensor(
+    name="stop_orphaned_ray_jobs",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Stops the compute job of a run that failed, e.g. one that run monitoring found "
+    "dead after its process was killed.",
+)
+def stop_orphaned_ray_jobs(context: dg.RunFailureSensorContext, compute: TranscriptionCompute):
+    stopped = compute.stop_run_jobs(context.dagster_run.run_id)
+    if stopped:
+        context.log.info(f"run {context.dagster_run.run_id} failed; stopped {', '.join(stopped)}")
 
 
 @dg.schedule(

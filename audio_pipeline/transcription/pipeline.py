@@ -13,9 +13,11 @@ import hashlib
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from queue import Empty, Queue
 
 import numpy as np
 
@@ -225,6 +227,40 @@ def plan_actors(
     return n, threads, 0
 
 
+def actor_cpus(cpus: float, actors: int) -> float:
+    """Logical CPUs one Whisper actor asks for: at most 1, and no more than its share of the
+    cluster, so that any number of actors can be placed. Decode tasks ask for none: however
+    many actors (of this job or another one) hold the CPUs, decoding can always run, so a job
+    always progresses."""
+    return max(0.01, round(min(1.0, cpus / max(actors, 1)), 2))
+
+
+class JobStalledError(RuntimeError):
+    """No row came back for ``stall_timeout_s``."""
+
+
+def diagnose_stall(ray, idle_s: float, rows: int, total: int) -> str:
+    """What the cluster is waiting for: resources, pending actors and tasks, last progress."""
+    have, free = ray.cluster_resources(), ray.available_resources()
+    lines = [
+        f"no progress for {idle_s:.0f} s: {rows}/{total} rows written so far",
+        "cluster CPU {:.2f} of {:.2f} free, GPU {:.2f} of {:.2f} free".format(
+            free.get("CPU", 0), have.get("CPU", 0), free.get("GPU", 0), have.get("GPU", 0)
+        ),
+    ]
+    try:
+        from ray.util.state import list_actors, list_tasks
+
+        for actor in list_actors(filters=[("state", "=", "PENDING_CREATION")], limit=20):
+            lines.append(f"pending actor {actor.class_name} (job {actor.job_id})")
+        for task in list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], limit=20):
+            need = getattr(task, "required_resources", None) or {}
+            lines.append(f"pending task {task.name} needs {need} (job {task.job_id})")
+    except Exception as exc:  # the state API needs the dashboard; the rest still helps
+        lines.append(f"(pending actors and tasks unavailable: {exc})")
+    return "\n".join(lines)
+
+
 def expected_nodes_from_env() -> int | None:
     """The node count a Snowflake ML Job asked for (its runtime sets ``SNOWFLAKE_JOBS_COUNT``)."""
     value = os.environ.get("SNOWFLAKE_JOBS_COUNT", "").strip()
@@ -297,7 +333,8 @@ def transcribe_files(
         decode_batch,
         batch_size=settings.decode_batch_size,
         batch_format="numpy",
-        num_cpus=0.5,
+        num_cpus=0,  # see actor_cpus: decoding never waits for CPUs held by actors
+        compute=ray.data.TaskPoolStrategy(size=max(2, 2 * actors)),
         fn_kwargs={
             "source_spec": settings.source,
             "max_file_bytes": settings.max_file_bytes,
@@ -310,7 +347,7 @@ def transcribe_files(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=gpus,
-        num_cpus=1,
+        num_cpus=actor_cpus(resources.get("CPU", 1), actors),
         fn_constructor_kwargs={
             "engine": settings.engine,
             "model_path": settings.model_path,
@@ -322,13 +359,53 @@ def transcribe_files(
         },
     )
     plan = Plan(actors, threads, gpus, nodes, expected)
-    plan.rows = _drain(ds, on_rows)
+    plan.rows = _drain(
+        ds,
+        on_rows,
+        settings.stall_timeout_s,
+        lambda idle, rows: diagnose_stall(ray, idle, rows, len(files)),
+    )
     return plan
 
 
-def _drain(ds, on_rows) -> int:
+def _batches(ds, stall_timeout_s: float | None, diagnose):
+    """``ds``'s batches; raises :class:`JobStalledError` when none comes for the timeout."""
+    if stall_timeout_s is None:
+        yield from ds.iter_batches(batch_size=None, batch_format="pandas")
+        return
+    done = object()
+    queue: Queue = Queue(maxsize=2)
+
+    def produce():
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                queue.put(batch)
+            queue.put(done)
+        except BaseException as exc:
+            queue.put(exc)
+
+    threading.Thread(target=produce, daemon=True, name="drain").start()
+    last = time.monotonic()
+    rows = 0
+    while True:
+        try:
+            item = queue.get(timeout=min(stall_timeout_s, 5.0))
+        except Empty:
+            if time.monotonic() - last > stall_timeout_s:
+                raise JobStalledError(diagnose(time.monotonic() - last, rows)) from None
+            continue
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        last = time.monotonic()
+        rows += len(item)
+        yield item
+
+
+def _drain(ds, on_rows, stall_timeout_s: float | None = None, diagnose=None) -> int:
     count = 0
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+    for batch in _batches(ds, stall_timeout_s, diagnose):
         rows = batch.to_dict("records")
         for row in rows:
             segs = row.get("segments")

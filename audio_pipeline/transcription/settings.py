@@ -37,6 +37,7 @@ class JobSettings:
     max_file_bytes: int = 512 * MIB
     max_duration_s: float = 4 * 3600.0
     decode_batch_size: int = 4
+    stall_timeout_s: float | None = 900.0
     checks: CheckThresholds = field(default_factory=CheckThresholds)
 
     @classmethod

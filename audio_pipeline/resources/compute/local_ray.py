@@ -15,6 +15,8 @@ from pydantic import Field
 from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute, log_tail
 from .ray_head import RayHead, alive_nodes, http_json
 
+SUBMISSION_PREFIX = "transcripts-"  # + the Dagster run id's first 8 characters
+
 
 class LocalRayCompute(TranscriptionCompute):
     """A Ray cluster on this machine, started with ``ray start --head`` on loopback when needed.
@@ -89,6 +91,20 @@ class LocalRayCompute(TranscriptionCompute):
         """Stop the head (and workers) this project started; True when a head was stopped."""
         return self.head.stop(timeout_s)
 
+    def stop_run_jobs(self, run_id: str) -> list[str]:
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        client = JobSubmissionClient(self.dashboard_url)
+        prefix = f"{SUBMISSION_PREFIX}{run_id[:8]}-"
+        stopped = []
+        for job in client.list_jobs():
+            sid = job.submission_id or ""
+            if sid.startswith(prefix) and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                client.stop_job(sid)
+                stopped.append(sid)
+        return stopped
+
     def _client(self):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         return PatientRayJobClient(
@@ -101,7 +117,7 @@ class LocalRayCompute(TranscriptionCompute):
         from ray.job_submission import JobSubmissionClient
 
         python = self.python or (sys.executable if not self.address else "python")
-        submission_id = f"transcripts-{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        submission_id = f"{SUBMISSION_PREFIX}{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
         params = {
             "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
             "submission_id": submission_id,
