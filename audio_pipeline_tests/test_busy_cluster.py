@@ -3,8 +3,11 @@
 Real Ray (the session's head, 2 CPUs on the test machine), real DuckDB, real tiny.en.
 """
 
-import threading
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,8 +21,10 @@ from audio_pipeline.transcription.pipeline import actor_cpus
 from .conftest import make_resources
 from .test_backfill_resume import sensor_batches, stage_sample
 
+REPO = Path(__file__).resolve().parent.parent
 
-def materialize(res, instance, key, config, outcome=None):
+
+def materialize(res, instance, key, config):
     result = dg.materialize(
         ASSETS,
         selection=["transcripts"],
@@ -29,8 +34,6 @@ def materialize(res, instance, key, config, outcome=None):
         raise_on_error=False,
         run_config={"ops": {"transcripts": {"config": config}}},
     )
-    if outcome is not None:
-        outcome[key] = result
     return result
 
 
@@ -56,24 +59,46 @@ def test_local_instance_has_run_monitoring_and_one_transcription_at_a_time(tmp_p
     assert spec.op.pool == TRANSCRIPTION_POOL
 
 
+CHILD = """
+import json, sys
+import dagster as dg
+from audio_pipeline.definitions import ASSETS
+from audio_pipeline.resources.compute import LocalRayCompute
+from audio_pipeline_tests.conftest import make_resources
+from pathlib import Path
+home, ray_home, gcs, dash, key, config = sys.argv[1:]
+compute = LocalRayCompute(home=ray_home, gcs_port=int(gcs), dashboard_port=int(dash))
+res = make_resources(Path(home), ray_compute=compute)
+with dg.instance_for_test() as instance:
+    instance.add_dynamic_partitions("transcript_batches", [key])
+    result = dg.materialize(ASSETS, selection=["transcripts"], partition_key=key, resources=res,
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"transcripts": {"config": json.loads(config)}}})
+sys.exit(0 if result.success else 1)
+"""
+
+
 @pytest.mark.slow
 def test_two_runs_started_together_on_two_cpus_both_finish(home, instance, ray_compute):
-    """Two jobs with two actors each on one 2-CPU cluster (no Dagster pool in this instance)."""
+    """Two jobs with two actors each on one 2-CPU cluster, from two processes (as two Dagster
+    deployments or a pool limit above one would start them)."""
     res = make_resources(home, ray_compute=ray_compute)
     stage_sample(home)
     keys = sensor_batches(res, instance, cap=11)
     assert len(keys) == 2
-    outcome: dict = {}
-    config = {"actors": 2, "stall_timeout_s": 600}
-    threads = [
-        threading.Thread(target=materialize, args=(res, instance, k, config, outcome)) for k in keys
+    config = json.dumps({"actors": 2, "stall_timeout_s": 600})
+    args = [str(home), ray_compute.home, str(ray_compute.gcs_port), str(ray_compute.dashboard_port)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CHILD, *args, key, config], cwd=REPO)
+        for key in keys
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not any(t.is_alive() for t in threads), "a run hung"
-    assert all(outcome[k].success for k in keys)
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0]
     assert res["store"].query("SELECT count(*), count(DISTINCT file_path) FROM transcripts") == [
         (22, 22)
     ]

@@ -13,6 +13,7 @@ from dagster_ray.core.pipes import PipesRayJobClient
 from pydantic import Field
 
 from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute, log_tail
+from .bundle import PAYLOAD_ENTRY, RAY_PAYLOAD_REQUIREMENTS, build_payload_dir
 from .ray_head import RayHead, alive_nodes, http_json
 
 SUBMISSION_PREFIX = "transcripts-"  # + the Dagster run id's first 8 characters
@@ -41,6 +42,12 @@ class LocalRayCompute(TranscriptionCompute):
     )
     start_timeout_s: float = 90.0
     poll_interval_s: float = 0.5
+    pip_requirements: list[str] | None = Field(
+        default=None,
+        description="pip packages the job's Ray runtime environment installs beside the shipped "
+        "payload; default: none on the head this resource starts (it runs this environment's "
+        "python), the payload's requirements on a cluster given by `address`",
+    )
 
     @property
     def dashboard_url(self) -> str:
@@ -113,23 +120,43 @@ class LocalRayCompute(TranscriptionCompute):
             submit_timeout_s=self.start_timeout_s,
         )
 
+    def runtime_env(self, bundle: Path) -> dict:
+        """The job's Ray runtime environment: this checkout's payload as the working directory
+        (uploaded with the job, first on every worker's import path), plus pip requirements."""
+        env: dict = {
+            "working_dir": str(bundle),
+            "env_vars": {
+                "PYTHONUNBUFFERED": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "RAY_AUTH_MODE": "disabled",
+            },
+        }
+        pip = self.pip_requirements
+        if pip is None and self.address:
+            pip = list(RAY_PAYLOAD_REQUIREMENTS)
+        if pip:
+            env["pip"] = {"packages": list(pip), "pip_check": False}
+        return env
+
     def run_payload(self, context, extras):
-        from ray.job_submission import JobSubmissionClient
+        import tempfile
 
         python = self.python or (sys.executable if not self.address else "python")
         submission_id = f"{SUBMISSION_PREFIX}{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
-        params = {
-            "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
-            "submission_id": submission_id,
-            "runtime_env": {
-                "env_vars": {
-                    "PYTHONUNBUFFERED": "1",
-                    "TOKENIZERS_PARALLELISM": "false",
-                    "RAY_AUTH_MODE": "disabled",
-                }
-            },
-        }
         context.log.info(f"submitting Ray job {submission_id} to {self.dashboard_url}")
+        with tempfile.TemporaryDirectory(prefix="audio-payload-") as tmp:
+            params = {
+                # Run from the shipped bundle (the job's working directory), never from
+                # whatever checkout the cluster was started in.
+                "entrypoint": f"{python} {PAYLOAD_ENTRY} {PAYLOAD_MODULE}",
+                "submission_id": submission_id,
+                "runtime_env": self.runtime_env(build_payload_dir(Path(tmp) / "payload")),
+            }
+            return self._run(context, params, extras, submission_id)
+
+    def _run(self, context, params: dict, extras: dict, submission_id: str):
+        from ray.job_submission import JobSubmissionClient
+
         try:
             return self._client().run(context=context, submit_job_params=params, extras=extras)
         except RuntimeError as exc:
