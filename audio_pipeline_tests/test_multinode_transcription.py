@@ -34,10 +34,9 @@ def test_actors_spread_over_the_nodes_and_every_file_lands_once(home, instance, 
         "SELECT count(*), count(DISTINCT file_path), count(DISTINCT content_md5) "
         "FROM transcripts WHERE status = 'ok'"
     ) == [(22, 22, 22)]
-    actors = [
-        a
+    placed = {
+        a.node_id
         for a in list_actors(address=multinode_ray.compute.dashboard_url, limit=1000, detail=True)
-        if "Transcriber" in (a.class_name or "")
-    ]
-    assert len(actors) == 3
-    assert {a.node_id for a in actors} == {n["node_id"] for n in nodes}
+        if "Transcriber" in (a.class_name or "") and a.node_id
+    }
+    assert placed == {n["node_id"] for n in nodes}  # a Whisper actor ran on every node
