@@ -17,8 +17,10 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.resources.compute import LocalRayCompute
 from audio_pipeline.resources.compute.ray_head import RayHead
 
-from .conftest import free_port, make_resources
-from .test_backfill_resume import sensor_batches, stage_sample
+from .conftest import SAMPLE_TREE, free_port, make_resources
+from .test_backfill_resume import sensor_batches
+
+FILES = 4  # few files: what is tested is where the code comes from, not throughput
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +54,9 @@ def start_head(state_dir: Path, **kwargs) -> RayHead:
 
 def transcribe(home, instance, compute) -> dg.ExecuteInProcessResult:
     res = make_resources(home, ray_compute=compute)
-    stage_sample(home)
+    (home / "stage").mkdir(parents=True)
+    for flac in sorted(SAMPLE_TREE.glob("*/*/*.flac"))[:FILES]:
+        shutil.copyfile(flac, home / "stage" / flac.name)
     (key,) = sensor_batches(res, instance, cap=5000)
     return dg.materialize(
         ASSETS,
@@ -79,7 +83,7 @@ def test_a_head_started_from_another_checkout_runs_this_checkouts_payload(tmp_pa
         )
         result = transcribe(home, instance, compute)
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
-        assert rows(home) == [(22, 22)]
+        assert rows(home) == [(FILES, FILES)]
     finally:
         head.stop()
 
@@ -100,7 +104,7 @@ def ray_only_venv(cache: Path) -> Path:
         )
         (venv / ".complete").write_text("")
     probe = subprocess.run(
-        [str(python), "-c", "import audio_pipeline"], capture_output=True, text=True
+        [str(python), "-c", "import audio_pipeline"], capture_output=True, text=True, cwd=venv
     )
     assert probe.returncode != 0, "the Ray-only environment must not see this project"
     return venv
@@ -116,6 +120,6 @@ def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home,
         compute = LocalRayCompute(home=str(home), address=head.dashboard_url)
         result = transcribe(home, instance, compute)
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
-        assert rows(home) == [(22, 22)]
+        assert rows(home) == [(FILES, FILES)]
     finally:
         head.stop()

@@ -84,8 +84,7 @@ def test_two_runs_started_together_on_two_cpus_both_finish(home, instance, ray_c
     deployments or a pool limit above one would start them)."""
     res = make_resources(home, ray_compute=ray_compute)
     stage_sample(home)
-    keys = sensor_batches(res, instance, cap=11)
-    assert len(keys) == 2
+    keys = sensor_batches(res, instance, cap=3)[:2]  # two batches of 3 files
     config = json.dumps({"actors": 2, "stall_timeout_s": 600})
     args = [str(home), ray_compute.home, str(ray_compute.gcs_port), str(ray_compute.dashboard_port)]
     procs = [
@@ -100,7 +99,7 @@ def test_two_runs_started_together_on_two_cpus_both_finish(home, instance, ray_c
                 p.kill()
     assert codes == [0, 0]
     assert res["store"].query("SELECT count(*), count(DISTINCT file_path) FROM transcripts") == [
-        (22, 22)
+        (6, 6)
     ]
 
 
