@@ -5,6 +5,7 @@ another checkout's directory, one from a virtual environment that has Ray but no
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def test_a_head_started_from_another_checkout_runs_this_checkouts_payload(tmp_pa
         head.stop()
 
 
+def drop_runtime_envs(head: RayHead) -> None:
+    """Delete the pip environments the head's session built (about 1.5 GB under /tmp/ray)."""
+    for log in head.state_dir.glob("head-*.log"):
+        for session in set(re.findall(r"/tmp/ray/session_[0-9_-]+", log.read_text())):
+            shutil.rmtree(Path(session) / "runtime_resources", ignore_errors=True)
+
+
 def ray_only_venv(cache: Path) -> Path:
     """A virtual environment with Ray (``ray[default]``, this project's Ray version) and nothing
     of this project; built once, kept under the project's home for the next test session."""
@@ -123,3 +131,4 @@ def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home,
         assert rows(home) == [(FILES, FILES)]
     finally:
         head.stop()
+        drop_runtime_envs(head)
