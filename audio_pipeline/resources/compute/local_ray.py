@@ -131,6 +131,8 @@ class LocalRayCompute(TranscriptionCompute):
                 "RAY_AUTH_MODE": "disabled",
             },
         }
+        if not self.address:  # our own head: its GCS, never another cluster's (see payload)
+            env["env_vars"]["AUDIO_PIPELINE_RAY_GCS"] = self.head.gcs_address
         pip = self.pip_requirements
         if pip is None and self.address:
             pip = list(RAY_PAYLOAD_REQUIREMENTS)
