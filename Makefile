@@ -47,7 +47,7 @@ test-fast: install
 
 dev: install
 	@mkdir -p $(DAGSTER_HOME)
-	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m audio_pipeline.run_launcher $(DAGSTER_HOME) >/dev/null
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 stop: install

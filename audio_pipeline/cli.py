@@ -27,11 +27,10 @@ EPHEMERAL_JOB = "__ephemeral_asset_job__"
 def _instance():
     if os.environ.get("DAGSTER_HOME"):
         home = os.environ["DAGSTER_HOME"]
-        os.makedirs(home, exist_ok=True)
-        config = os.path.join(home, "dagster.yaml")
-        if not os.path.exists(config):  # no telemetry: nothing leaves this machine
-            with open(config, "w") as f:
-                f.write("telemetry:\n  enabled: false\n")
+        from .run_launcher import write_instance_yaml
+
+        # No telemetry (nothing leaves this machine), run monitoring, the transcription pool.
+        write_instance_yaml(home)
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 

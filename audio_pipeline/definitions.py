@@ -8,6 +8,7 @@ from .assets.transcripts import transcripts
 from .profiles import resources_for, sensor_interval_s
 from .sensors import (
     build_new_stage_files_sensor,
+    stop_orphaned_ray_jobs,
     transcribe_new_files,
     transcribe_new_files_schedule,
 )
@@ -19,7 +20,10 @@ def build_definitions(resources: dict | None = None, sensor_interval: int | None
     return dg.Definitions(
         assets=ASSETS,
         jobs=[transcribe_new_files],
-        sensors=[build_new_stage_files_sensor(sensor_interval or sensor_interval_s())],
+        sensors=[
+            build_new_stage_files_sensor(sensor_interval or sensor_interval_s()),
+            stop_orphaned_ray_jobs,
+        ],
         schedules=[transcribe_new_files_schedule],
         resources=resources or resources_for(),
     )

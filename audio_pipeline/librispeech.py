@@ -256,9 +256,14 @@ def parse_transcripts(path: Path) -> dict[str, str]:
 
 
 def iter_utterances(tree: Path) -> Iterator[Utterance]:
-    """Yield every FLAC of a subset tree laid out ``<speaker>/<chapter>/<id>.flac``."""
+    """Yield every FLAC of a subset tree laid out ``<speaker>/<chapter>/<id>.flac``.
+
+    Hidden files (macOS ``._*`` resource forks that tar copies along) are not utterances.
+    """
     subset = tree.name
     for flac in sorted(tree.glob("*/*/*.flac")):
+        if any(part.startswith(".") for part in flac.relative_to(tree).parts):
+            continue
         chapter_dir = flac.parent
         yield Utterance(
             utterance_id=flac.stem,
@@ -269,10 +274,44 @@ def iter_utterances(tree: Path) -> Iterator[Utterance]:
         )
 
 
+@dataclass
+class Manifest:
+    """A subset's ``audio_files`` and ``reference_transcripts`` rows."""
+
+    files: list[dict]
+    references: list[dict]
+    utterances: list[Utterance]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r["size_bytes"] for r in self.files)
+
+
+def build_manifest(tree: Path, batch_key: str) -> Manifest:
+    """The manifest and reference rows of a subset tree: the one place they are built, for the
+    ``librispeech_audio`` asset and the ingest job alike. Reads no audio header (a corrupt FLAC is
+    registered like any other and becomes an error row when transcribed); hashes each file in
+    this bulk pass, so the manifest knows its content."""
+    from .transcription.sinks import manifest_row
+
+    utterances = list(iter_utterances(tree))
+    source = f"librispeech:{tree.name}"
+    files = [
+        manifest_row(u.relative_path, u.audio.stat().st_size, batch_key, source, md5_of(u.audio))
+        for u in utterances
+    ]
+    references = [
+        {"utterance_id": u, "file_path": p, "text": t} for u, p, t in iter_references(tree)
+    ]
+    return Manifest(files, references, utterances)
+
+
 def iter_references(tree: Path) -> Iterator[tuple[str, str, str]]:
     """Yield ``(utterance_id, stage-relative FLAC path, text)`` from the trans.txt files."""
     subset = tree.name
     for trans in sorted(tree.glob("*/*/*.trans.txt")):
+        if any(part.startswith(".") for part in trans.relative_to(tree).parts):
+            continue
         speaker, chapter = trans.parent.parent.name, trans.parent.name
         for utt, text in parse_transcripts(trans).items():
             yield utt, f"{subset}/{speaker}/{chapter}/{utt}.flac", text

@@ -7,6 +7,11 @@ than ``min_age_s`` are left for the next tick (they may still be being written).
 ``full_rescan_every`` ticks the whole stage is listed, to catch files copied in with old
 modification times.
 
+A file already registered whose size or modification time changed is a new content version of
+it: it moves to the tick's new batch and is transcribed again (its old transcript row stays until
+the new one replaces it; see ``sql/duckdb/merge_changed_audio_files.sql``). No file is hashed
+here: the payload hashes the bytes it reads, and the ingest hashes in bulk.
+
 A tick registers the files under new batch keys, then returns the partitions and run requests
 (``run_key`` = batch key) together with the new cursor. If a tick dies between registering and
 returning, the next tick finds the registered batches that have no partition and re-emits them,
@@ -23,8 +28,10 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from .partitions import transcript_batches
+from .resources.compute import TranscriptionCompute
 from .resources.stage import AudioStage, StageFile
 from .resources.warehouse import TranscriptStore
+from .transcription.sinks import DuckDBLockedError, manifest_row
 
 SENSOR_BATCH_PREFIX = "drop-"
 
@@ -52,6 +59,7 @@ class Discovery:
     batches: dict[str, list[StageFile]] = field(default_factory=dict)
     scanned: int = 0
     cursor: ScanCursor = field(default_factory=ScanCursor)
+    changed: int = 0
 
 
 class NewFilesSettings(dg.ConfigurableResource):
@@ -86,26 +94,50 @@ def discover_new_files(
     ]
     by_path = {f.path: f for f in candidates}
     store.ensure_tables()
-    fresh = store.unregistered(sorted(by_path))
+    known = store.known_files(sorted(by_path))
+    work, changed, adopted = [], set(), []
+    for path in sorted(by_path):
+        if path not in known:
+            work.append(path)
+        elif content_changed(known[path], by_path[path]):
+            work.append(path)
+            changed.add(path)
+        elif known[path][1] is None:
+            adopted.append(path)
+    # Registered without a modification time (the ingest job): learn it, same content.
+    store.register_files([_row(by_path[p], None) for p in adopted])
     cap = max(1, settings.max_files_per_batch)
-    chunks = [fresh[i : i + cap] for i in range(0, len(fresh), cap)]
+    chunks = [work[i : i + cap] for i in range(0, len(work), cap)]
     batches: dict[str, list[StageFile]] = {}
     for key, chunk in zip(new_batch_keys(now, len(chunks)), chunks, strict=True):
         batches[key] = [by_path[p] for p in chunk]
-        store.register_files(
-            [
-                {
-                    "file_path": f.path,
-                    "size_bytes": f.size_bytes,
-                    "content_md5": f.md5,
-                    "last_modified": f.last_modified,
-                    "batch_key": key,
-                    "source": "stage",
-                }
-                for f in batches[key]
-            ]
-        )
-    return Discovery(batches, len(candidates), ScanCursor(horizon, cursor.ticks + 1))
+        store.register_files([_row(by_path[p], key) for p in chunk if p not in changed])
+        store.register_changes([_row(by_path[p], key) for p in chunk if p in changed])
+    return Discovery(
+        batches, len(candidates), ScanCursor(horizon, cursor.ticks + 1), changed=len(changed)
+    )
+
+
+def content_changed(known: tuple[int, dt.datetime | None], listed: StageFile) -> bool:
+    """A registered file's content changed: another size, or another (known) modification time."""
+    size, modified = known
+    if size != listed.size_bytes:
+        return True
+    return modified is not None and abs((modified - listed.last_modified).total_seconds()) > 1e-3
+
+
+def _row(f: StageFile, batch_key: str | None) -> dict:
+    return manifest_row(f.path, f.size_bytes, batch_key, "stage", f.md5, f.last_modified)
+
+
+def _for_tick(store: TranscriptStore, fn):
+    """Run ``fn(store)`` with the store's short tick waits; a busy warehouse fails the tick fast."""
+    try:
+        return fn(store.for_tick())
+    except DuckDBLockedError as exc:
+        raise RuntimeError(
+            f"the warehouse is busy, so this tick registered nothing (the next tick retries): {exc}"
+        ) from exc
 
 
 def stranded_batches(store: TranscriptStore, known_partitions: Sequence[str]) -> list[str]:
@@ -142,16 +174,20 @@ def build_new_stage_files_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
         new_files: NewFilesSettings,
     ):
         cursor = ScanCursor.parse(context.cursor)
-        store.ensure_tables()
-        stranded = stranded_batches(
-            store, context.instance.get_dynamic_partitions(transcript_batches.name)
-        )
-        found = discover_new_files(stage, store, cursor, new_files)
+        known_partitions = context.instance.get_dynamic_partitions(transcript_batches.name)
+
+        def scan(tick_store: TranscriptStore):
+            tick_store.ensure_tables()
+            stranded = stranded_batches(tick_store, known_partitions)
+            return stranded, discover_new_files(stage, tick_store, cursor, new_files)
+
+        stranded, found = _for_tick(store, scan)
         keys = stranded + list(found.batches)
         files = sum(len(v) for v in found.batches.values())
         context.log.info(
-            f"scanned {found.scanned} candidate file(s); {files} new in "
-            f"{len(found.batches)} batch(es); {len(stranded)} stranded batch(es) re-emitted"
+            f"scanned {found.scanned} candidate file(s); {files - found.changed} new and "
+            f"{found.changed} changed in {len(found.batches)} batch(es); {len(stranded)} "
+            "stranded batch(es) re-emitted"
         )
         return dg.SensorResult(
             run_requests=_requests(keys),
@@ -163,6 +199,19 @@ def build_new_stage_files_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
         )
 
     return new_stage_files_sensor
+
+
+@dg.run_failure_sensor(
+    name="stop_orphaned_ray_jobs",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Stops the compute job of a run that failed, e.g. one that run monitoring found "
+    "dead after its process was killed.",
+)
+def stop_orphaned_ray_jobs(context: dg.RunFailureSensorContext, compute: TranscriptionCompute):
+    stopped = compute.stop_run_jobs(context.dagster_run.run_id)
+    if stopped:
+        context.log.info(f"run {context.dagster_run.run_id} failed; stopped {', '.join(stopped)}")
 
 
 @dg.schedule(
@@ -179,10 +228,15 @@ def transcribe_new_files_schedule(
     new_files: NewFilesSettings,
 ):
     # No cursor on schedules: a full scan, anti-joined with the manifest.
-    store.ensure_tables()
     instance = context.instance
-    stranded = stranded_batches(store, instance.get_dynamic_partitions(transcript_batches.name))
-    found = discover_new_files(stage, store, ScanCursor(), new_files)
+    known_partitions = instance.get_dynamic_partitions(transcript_batches.name)
+
+    def scan(tick_store: TranscriptStore):
+        tick_store.ensure_tables()
+        stranded = stranded_batches(tick_store, known_partitions)
+        return stranded, discover_new_files(stage, tick_store, ScanCursor(), new_files)
+
+    stranded, found = _for_tick(store, scan)
     keys = stranded + list(found.batches)
     if not keys:
         return dg.SkipReason("no new files")

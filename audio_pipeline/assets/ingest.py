@@ -1,6 +1,5 @@
 """LibriSpeech subsets → the stage, the manifest and the reference transcripts."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -51,44 +50,39 @@ def librispeech_audio(
         md5=librispeech_source.md5_override,
         progress=librispeech_source.progress,
     )
-    utterances = list(librispeech.iter_utterances(tree))
-    if not utterances:
-        raise dg.Failure(f"{tree} holds no <speaker>/<chapter>/*.flac files")
     batch_key = librispeech_batch_key(subset)
-    rows, total_bytes, audio_s = [], 0, 0.0
-    for utt in utterances:
-        size = os.path.getsize(utt.audio)
-        total_bytes += size
-        audio_s += sf.info(str(utt.audio)).duration
-        rows.append(
-            {
-                "file_path": utt.relative_path,
-                "size_bytes": size,
-                "content_md5": librispeech.md5_of(utt.audio),
-                "last_modified": None,
-                "batch_key": batch_key,
-                "source": f"librispeech:{subset}",
-            }
-        )
+    manifest = librispeech.build_manifest(tree, batch_key)
+    if not manifest.files:
+        raise dg.Failure(f"{tree} holds no <speaker>/<chapter>/*.flac files")
     # Register before copying: the new-file sensor must never claim these files for a batch
     # of its own while the copy is under way. The batch becomes a partition only at the end.
     store.ensure_tables()
-    store.register_files(rows)
+    store.register_files(manifest.files)
     copied = 0
-    for i, utt in enumerate(utterances, 1):
+    for i, utt in enumerate(manifest.utterances, 1):
         copied += stage.put_file(utt.audio, utt.relative_path)
         if i % 1000 == 0:
-            context.log.info(f"staged {i}/{len(utterances)} files")
-    references = [
-        {"utterance_id": u, "file_path": p, "text": t}
-        for u, p, t in librispeech.iter_references(tree)
-    ]
-    store.load_references(references)
+            context.log.info(f"staged {i}/{len(manifest.utterances)} files")
+    # The staged files' modification times, in one listing: the sensor compares against them.
+    staged = {f.path: f.last_modified for f in stage.list_files(subset)}
+    store.register_files(
+        [r | {"last_modified": staged.get(r["file_path"])} for r in manifest.files]
+    )
+    store.load_references(manifest.references)
     context.instance.add_dynamic_partitions(transcript_batches.name, [batch_key])
+    audio_s, unreadable = audio_seconds(manifest.utterances)
+    rows = manifest.files
+    total_bytes = manifest.total_bytes
+    references = manifest.references
     context.log.info(
         f"{len(rows)} files in batch {batch_key}: {copied} copied, "
         f"{len(rows) - copied} already in the stage"
     )
+    if unreadable:
+        context.log.warning(
+            f"{len(unreadable)} file(s) have no readable audio header (they are staged and will "
+            f"be error rows when transcribed): {', '.join(unreadable[:10])}"
+        )
     return dg.MaterializeResult(
         metadata={
             "files": len(rows),
@@ -97,6 +91,7 @@ def librispeech_audio(
             "size": format_bytes(total_bytes),
             "audio_hours": round(audio_s / 3600, 4),
             "references": len(references),
+            "unreadable_headers": len(unreadable),
             "batch_key": batch_key,
             "stage": stage.describe(),
         }
@@ -110,6 +105,17 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def audio_seconds(utterances) -> tuple[float, list[str]]:
+    """Total duration from the files' headers, and the files whose header cannot be read."""
+    total, unreadable = 0.0, []
+    for utt in utterances:
+        try:
+            total += sf.info(str(utt.audio)).duration
+        except Exception:  # a corrupt file is one error row later, never a failed ingest
+            unreadable.append(utt.relative_path)
+    return total, unreadable
 
 
 def _ingest_as_job(context, source: LibriSpeechSource, stage, store, compute):

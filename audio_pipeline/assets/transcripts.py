@@ -19,6 +19,11 @@ _DECODING = DecodingOptions()
 _CHECKS = CheckThresholds()
 
 
+# Runs of transcripts on one cluster share this Dagster concurrency pool: the instance's
+# `concurrency: pools: default_limit` (1 in the dagster.yaml that `make dev`/`make demo` write).
+TRANSCRIPTION_POOL = "transcription"
+
+
 class TranscriptsConfig(dg.Config):
     """The asset's run config; every default comes from the payload's settings dataclasses."""
 
@@ -47,6 +52,12 @@ class TranscriptsConfig(dg.Config):
     actors: int | None = Field(default=default(JobSettings, "actors"), ge=1)
     threads_per_actor: int | None = Field(default=default(JobSettings, "threads_per_actor"), ge=1)
     max_file_mb: int = Field(default=default(JobSettings, "max_file_bytes") // MIB, ge=1)
+    stall_timeout_s: float | None = Field(
+        default=default(JobSettings, "stall_timeout_s"),
+        gt=0,
+        description="fail (and stop) the job when no row has come back for this long; "
+        "None: wait forever",
+    )
     max_error_rate: float = Field(
         default=_CHECKS.max_error_rate, ge=0, le=1, description="error_rate check"
     )
@@ -102,6 +113,7 @@ def check_results(outcomes) -> list[dg.AssetCheckResult]:
     ],
     group_name="transcription",
     kinds={"ray", "whisper"},
+    pool=TRANSCRIPTION_POOL,
     check_specs=[
         dg.AssetCheckSpec(name, asset="transcripts", description=text)
         for name, text in CHECK_DESCRIPTIONS.items()
@@ -149,6 +161,7 @@ def transcripts(
         actors=config.actors,
         threads_per_actor=config.threads_per_actor,
         max_file_bytes=config.max_file_mb * MIB,
+        stall_timeout_s=config.stall_timeout_s,
         checks=config.thresholds(),
     )
     invocation = compute.run_payload(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat as statmod
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -18,7 +19,15 @@ from pydantic import Field, PrivateAttr
 from .. import identifiers, snowflake_sql
 from ..librispeech import md5_of
 from ..transcription.audio import SUPPORTED_EXTENSIONS
+from ..transcription.sources import stage_path_of
 from .snowflake_connection import SnowflakeConnection
+
+
+def is_audio_path(path: str) -> bool:
+    """A supported extension, and no hidden component: macOS ``._*`` resource forks, ``.DS_Store``,
+    ``.Trashes/``, our own ``.tmp-*`` copies and editors' hidden files are not audio."""
+    parts = path.split("/")
+    return path.lower().endswith(SUPPORTED_EXTENSIONS) and not any(p.startswith(".") for p in parts)
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,12 @@ class LocalStage(AudioStage):
 
         Adding or renaming a file updates its directory's modification time, so a directory
         older than ``since`` holds no new file and its files need no ``stat``. Subdirectories
-        are still descended (their own times decide).
+        are still descended (their own times decide). A file overwritten in place does not
+        touch its directory: such a change is found by the periodic full rescan.
+
+        Hidden files and folders are skipped; so are FIFOs, sockets and devices. A name that is
+        not valid UTF-8 is listed escaped (``transcription.sources.stage_path_of``). A folder
+        that cannot be read is skipped, never an error: one odd entry never stops a listing.
         """
         base = self._resolve(prefix) if prefix else self.root_path
         if not base.is_dir():
@@ -92,25 +106,32 @@ class LocalStage(AudioStage):
             try:
                 changed = cutoff is None or folder.stat().st_mtime > cutoff
                 entries = list(os.scandir(folder))
-            except FileNotFoundError:
+            except OSError:  # gone, or not readable
                 continue
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                    continue
                 name = entry.name
-                if not changed or name.startswith(".tmp-"):
-                    continue
-                if not name.lower().endswith(SUPPORTED_EXTENSIONS):
+                if name.startswith("."):
                     continue
                 try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                        continue
+                    if not changed or not name.lower().endswith(SUPPORTED_EXTENSIONS):
+                        continue
                     st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
+                    if statmod.S_ISLNK(st.st_mode):
+                        try:  # the target's size and time; a dangling link keeps its own
+                            st = entry.stat(follow_symlinks=True)
+                        except OSError:
+                            pass
+                    elif not statmod.S_ISREG(st.st_mode):
+                        continue
+                except OSError:
                     continue
                 if cutoff is not None and st.st_mtime <= cutoff:
                     continue
                 yield StageFile(
-                    path=Path(entry.path).relative_to(self.root_path).as_posix(),
+                    path=stage_path_of(Path(entry.path).relative_to(self.root_path).as_posix()),
                     size_bytes=st.st_size,
                     last_modified=datetime.fromtimestamp(st.st_mtime, UTC).replace(tzinfo=None),
                 )
@@ -271,7 +292,7 @@ class SnowflakeStage(AudioStage):
                 files = self._from_list(cursor, prefix)
                 if since is not None:
                     files = [f for f in files if f.last_modified > _utc_naive(since)]
-        return [f for f in files if f.path.lower().endswith(SUPPORTED_EXTENSIONS)]
+        return [f for f in files if is_audio_path(f.path)]
 
     def list_files(self, prefix: str = "") -> Iterator[StageFile]:
         yield from self._listing(prefix, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -30,11 +31,24 @@ class TranscriptStore(dg.ConfigurableResource, ABC):
         """MERGE manifest rows (``AUDIO_FILE_COLUMNS``); existing files keep their batch."""
 
     @abstractmethod
+    def register_changes(self, rows: Sequence[dict]) -> int:
+        """Files whose content changed: a new content version, in the rows' (new) batch."""
+
+    @abstractmethod
     def load_references(self, rows: Sequence[dict]) -> int: ...
 
     @abstractmethod
+    def known_files(self, file_paths: Sequence[str]) -> dict[str, tuple[int, dt.datetime | None]]:
+        """``{file_path: (size_bytes, last_modified)}`` of those ``file_paths`` in the manifest."""
+
     def unregistered(self, file_paths: Sequence[str]) -> list[str]:
         """The subset of ``file_paths`` not yet in ``audio_files``, in the given order."""
+        known = self.known_files(file_paths)
+        return [p for p in file_paths if p not in known]
+
+    def for_tick(self) -> TranscriptStore:
+        """This store as a sensor tick uses it: waits short enough to fail inside the tick."""
+        return self
 
     @abstractmethod
     def pending_files(
@@ -61,6 +75,7 @@ class DuckDBStore(TranscriptStore):
 
     path: str
     lock_timeout_s: float = 60.0
+    tick_lock_timeout_s: float = 10.0
 
     def _sink(self) -> DuckDBSink:
         return DuckDBSink(self.path, lock_timeout_s=self.lock_timeout_s)
@@ -71,24 +86,31 @@ class DuckDBStore(TranscriptStore):
     def register_files(self, rows):
         return self._sink().merge_rows("merge_into_audio_files", rows, AUDIO_FILE_COLUMNS)
 
+    def register_changes(self, rows):
+        return self._sink().merge_rows("merge_changed_audio_files", rows, AUDIO_FILE_COLUMNS)
+
+    def for_tick(self) -> DuckDBStore:
+        return DuckDBStore(
+            path=self.path,
+            lock_timeout_s=min(self.lock_timeout_s, self.tick_lock_timeout_s),
+            tick_lock_timeout_s=self.tick_lock_timeout_s,
+        )
+
     def load_references(self, rows):
         return self._sink().merge_rows("merge_into_reference_transcripts", rows, REFERENCE_COLUMNS)
 
-    def unregistered(self, file_paths):
+    def known_files(self, file_paths):
         import pyarrow as pa
 
+        from ..sql import load_sql
+
         if not file_paths:
-            return []
+            return {}
         table = pa.table({"file_path": list(file_paths)})
         with self._sink().connect() as con:
             con.register("candidates", table)
-            known = {
-                r[0]
-                for r in con.execute(
-                    "SELECT c.file_path FROM candidates c JOIN audio_files f USING (file_path)"
-                ).fetchall()
-            }
-        return [p for p in file_paths if p not in known]
+            rows = con.execute(load_sql("duckdb", "select_known_files")).fetchall()
+        return {p: (int(s), m) for p, s, m in rows}
 
     def batch_keys(self):
         rows = self.query(
@@ -134,16 +156,23 @@ class SnowflakeStore(TranscriptStore):
             "audio_files", rows, AUDIO_FILE_COLUMNS, "merge_into_audio_files"
         )
 
+    def register_changes(self, rows):
+        return self._sink().merge_rows(
+            "audio_files", rows, AUDIO_FILE_COLUMNS, "merge_changed_audio_files"
+        )
+
     def load_references(self, rows):
         return self._sink().merge_rows(
             "references", rows, REFERENCE_COLUMNS, "merge_into_reference_transcripts"
         )
 
-    def unregistered(self, file_paths):
+    def known_files(self, file_paths):
+        from .stage import _utc_naive
+
         if not file_paths:
-            return []
+            return {}
         sink = self._sink()
-        known: set[str] = set()
+        known: dict[str, tuple[int, dt.datetime | None]] = {}
         with self.connection.connect() as conn:
             cur = conn.cursor()
             for i in range(0, len(file_paths), 10_000):
@@ -151,8 +180,9 @@ class SnowflakeStore(TranscriptStore):
                 rows = snowflake_sql.execute(
                     cur, "select_registered_files", {"file_paths": chunk}, **sink.names()
                 )
-                known.update(str(r[0]) for r in rows)
-        return [p for p in file_paths if p not in known]
+                for p, s, m in rows:
+                    known[str(p)] = (int(s), _utc_naive(m) if m is not None else None)
+        return known
 
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
         return self._sink().pending_files(batch_keys, model_id, force, retry_errors)

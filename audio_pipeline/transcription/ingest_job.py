@@ -42,20 +42,10 @@ def ingest(settings: dict, log=print) -> dict:
     )
     stage = settings["stage"]
     batch_key = settings["batch_key"]
-    utterances = list(librispeech.iter_utterances(tree))
+    manifest = librispeech.build_manifest(tree, batch_key)
+    utterances, rows = manifest.utterances, manifest.files
     if not utterances:
         raise RuntimeError(f"{tree} holds no <speaker>/<chapter>/*.flac files")
-    rows = [
-        {
-            "file_path": u.relative_path,
-            "size_bytes": u.audio.stat().st_size,
-            "content_md5": librispeech.md5_of(u.audio),
-            "last_modified": None,
-            "batch_key": batch_key,
-            "source": f"librispeech:{subset}",
-        }
-        for u in utterances
-    ]
     sink = SnowflakeSink(settings["sink"]["database"], settings["sink"]["schema"])
     sink.ensure_tables()
     # Register before the PUT: the new-file sensor must never claim these files for a batch
@@ -70,10 +60,7 @@ def ingest(settings: dict, log=print) -> dict:
             cur.execute(put_chapter_command(chapter, stage, f"{tree.name}/{rel}"))
             uploaded += sum(str(r[6]).upper() == "UPLOADED" for r in cur.fetchall())
     log(f"{len(utterances)} files in {len(chapters)} chapter(s): {uploaded} uploaded")
-    refs = [
-        {"utterance_id": u, "file_path": p, "text": t}
-        for u, p, t in librispeech.iter_references(tree)
-    ]
+    refs = manifest.references
     sink.merge_rows("references", refs, REFERENCE_COLUMNS, "merge_into_reference_transcripts")
     return {
         "files": len(rows),

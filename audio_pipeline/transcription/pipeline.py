@@ -9,6 +9,7 @@ Every file ends as exactly one row, ``ok`` or ``error``; one bad file never fail
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from queue import Empty, Queue
 
 import numpy as np
 
@@ -152,10 +154,14 @@ def container_connection_env() -> dict | None:
 def decode_batch(
     batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
 ) -> dict[str, np.ndarray]:
-    """Read and decode each file; a failure becomes an ``error`` value, never an exception."""
+    """Read and decode each file; a failure becomes an ``error`` value, never an exception.
+
+    The md5 of the bytes read is kept: each row says which content it describes.
+    """
     source = open_source(source_spec)
-    pcm, durations, levels, errors = [], [], [], []
+    pcm, durations, levels, errors, hashes = [], [], [], [], []
     for path in batch["file_path"]:
+        data = None
         try:
             data = source.read_bytes(str(path), max_bytes=max_file_bytes)
             audio = decode_audio(data, str(path), max_duration_s=max_duration_s)
@@ -168,9 +174,12 @@ def decode_batch(
             durations.append(0.0)
             levels.append(-200.0)
             errors.append(f"{type(exc).__name__}: {exc}")
+        hashes.append(hashlib.md5(data, usedforsecurity=False).hexdigest() if data else "")
     return {
         "file_path": batch["file_path"],
         "batch_key": batch["batch_key"],
+        "content_version": batch.get("content_version", np.ones(len(hashes), dtype=np.int64)),
+        "content_md5": np.array(hashes, dtype=object),
         "pcm": np.array(pcm, dtype=object),
         "duration_s": np.array(durations, dtype=np.float64),
         "rms_dbfs": np.array(levels, dtype=np.float64),
@@ -195,7 +204,12 @@ class Transcriber:
         self.model_id = model_id
         self.run_id = run_id
 
-    def _row(self, path, batch_key, duration, status, error=None, result=None, flags=()) -> dict:
+    def _row(self, batch, i, status, error=None, result=None, flags=()) -> dict:
+        path, batch_key, duration = (
+            batch["file_path"][i],
+            batch["batch_key"][i],
+            batch["duration_s"][i],
+        )
         return {
             "file_path": str(path),
             "model_id": self.model_id,
@@ -210,6 +224,8 @@ class Transcriber:
             "run_id": self.run_id,
             "batch_key": str(batch_key),
             "transcribed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "content_version": int(batch["content_version"][i]),
+            "content_md5": str(batch["content_md5"][i]) or None,
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -220,21 +236,14 @@ class Transcriber:
             if not batch["decode_error"][i] and batch["rms_dbfs"][i] < SILENCE_DBFS:
                 # Whisper invents text on silence; there is nothing to transcribe.
                 rows[i] = self._row(
-                    batch["file_path"][i],
-                    batch["batch_key"][i],
-                    batch["duration_s"][i],
+                    batch,
+                    i,
                     "ok",
                     result=Transcription("", None),
                     flags=["silence"],
                 )
             elif batch["decode_error"][i]:
-                rows[i] = self._row(
-                    batch["file_path"][i],
-                    batch["batch_key"][i],
-                    batch["duration_s"][i],
-                    "error",
-                    batch["decode_error"][i],
-                )
+                rows[i] = self._row(batch, i, "error", batch["decode_error"][i])
             else:
                 good.append(i)
         audios = {i: np.frombuffer(batch["pcm"][i], dtype=np.float32) for i in good}
@@ -249,17 +258,15 @@ class Transcriber:
                     results[i] = self.engine.transcribe([audios[i]])[0]
                 except Exception as exc:
                     rows[i] = self._row(
-                        batch["file_path"][i],
-                        batch["batch_key"][i],
-                        batch["duration_s"][i],
+                        batch,
+                        i,
                         "error",
                         f"transcription failed: {type(exc).__name__}: {exc}",
                     )
         for i, result in results.items():
             rows[i] = self._row(
-                batch["file_path"][i],
-                batch["batch_key"][i],
-                batch["duration_s"][i],
+                batch,
+                i,
                 "ok",
                 result=result,
                 flags=quality.hallucination_flags(result.text, float(batch["rms_dbfs"][i])),
@@ -289,6 +296,40 @@ def plan_actors(
     threads = threads or min(cpus, 4)
     n = actors or max(1, cpus // threads)
     return n, threads, 0
+
+
+def actor_cpus(cpus: float, actors: int) -> float:
+    """Logical CPUs one Whisper actor asks for: at most 1, and no more than its share of the
+    cluster, so that any number of actors can be placed. Decode tasks ask for none: however
+    many actors (of this job or another one) hold the CPUs, decoding can always run, so a job
+    always progresses."""
+    return max(0.01, round(min(1.0, cpus / max(actors, 1)), 2))
+
+
+class JobStalledError(RuntimeError):
+    """No row came back for ``stall_timeout_s``."""
+
+
+def diagnose_stall(ray, idle_s: float, rows: int, total: int) -> str:
+    """What the cluster is waiting for: resources, pending actors and tasks, last progress."""
+    have, free = ray.cluster_resources(), ray.available_resources()
+    lines = [
+        f"no progress for {idle_s:.0f} s: {rows}/{total} rows written so far",
+        "cluster CPU {:.2f} of {:.2f} free, GPU {:.2f} of {:.2f} free".format(
+            free.get("CPU", 0), have.get("CPU", 0), free.get("GPU", 0), have.get("GPU", 0)
+        ),
+    ]
+    try:
+        from ray.util.state import list_actors, list_tasks
+
+        for actor in list_actors(filters=[("state", "=", "PENDING_CREATION")], limit=20):
+            lines.append(f"pending actor {actor.class_name} (job {actor.job_id})")
+        for task in list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], limit=20):
+            need = getattr(task, "required_resources", None) or {}
+            lines.append(f"pending task {task.name} needs {need} (job {task.job_id})")
+    except Exception as exc:  # the state API needs the dashboard; the rest still helps
+        lines.append(f"(pending actors and tasks unavailable: {exc})")
+    return "\n".join(lines)
 
 
 def expected_nodes_from_env() -> int | None:
@@ -355,14 +396,18 @@ def transcribe_files(
     )
     # Similar sizes batch together: fewer padded frames per generate call.
     ordered = sorted(files, key=lambda f: f.size_bytes)
-    items = [{"file_path": f.file_path, "batch_key": f.batch_key} for f in ordered]
+    items = [
+        {"file_path": f.file_path, "batch_key": f.batch_key, "content_version": f.content_version}
+        for f in ordered
+    ]
     blocks = max(1, min(len(items), 4 * actors * 4))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(
         decode_batch,
         batch_size=settings.decode_batch_size,
         batch_format="numpy",
-        num_cpus=0.5,
+        num_cpus=0,  # see actor_cpus: decoding never waits for CPUs held by actors
+        compute=ray.data.TaskPoolStrategy(size=max(2, 2 * actors)),
         **({"runtime_env": env} if (env := container_connection_env()) else {}),
         fn_kwargs={
             "source_spec": settings.source,
@@ -376,7 +421,7 @@ def transcribe_files(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=gpus,
-        num_cpus=1,
+        num_cpus=actor_cpus(resources.get("CPU", 1), actors),
         fn_constructor_kwargs={
             "engine": settings.engine,
             "model_path": settings.model_path,
@@ -388,13 +433,53 @@ def transcribe_files(
         },
     )
     plan = Plan(actors, threads, gpus, nodes, expected)
-    plan.rows = _drain(ds, on_rows)
+    plan.rows = _drain(
+        ds,
+        on_rows,
+        settings.stall_timeout_s,
+        lambda idle, rows: diagnose_stall(ray, idle, rows, len(files)),
+    )
     return plan
 
 
-def _drain(ds, on_rows) -> int:
+def _batches(ds, stall_timeout_s: float | None, diagnose):
+    """``ds``'s batches; raises :class:`JobStalledError` when none comes for the timeout."""
+    if stall_timeout_s is None:
+        yield from ds.iter_batches(batch_size=None, batch_format="pandas")
+        return
+    done = object()
+    queue: Queue = Queue(maxsize=2)
+
+    def produce():
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                queue.put(batch)
+            queue.put(done)
+        except BaseException as exc:
+            queue.put(exc)
+
+    threading.Thread(target=produce, daemon=True, name="drain").start()
+    last = time.monotonic()
+    rows = 0
+    while True:
+        try:
+            item = queue.get(timeout=min(stall_timeout_s, 5.0))
+        except Empty:
+            if time.monotonic() - last > stall_timeout_s:
+                raise JobStalledError(diagnose(time.monotonic() - last, rows)) from None
+            continue
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        last = time.monotonic()
+        rows += len(item)
+        yield item
+
+
+def _drain(ds, on_rows, stall_timeout_s: float | None = None, diagnose=None) -> int:
     count = 0
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+    for batch in _batches(ds, stall_timeout_s, diagnose):
         rows = batch.to_dict("records")
         for row in rows:
             segs = row.get("segments")

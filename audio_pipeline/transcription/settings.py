@@ -38,6 +38,7 @@ class JobSettings:
     max_duration_s: float = 4 * 3600.0
     decode_batch_size: int = 4
     progress_interval_s: float = 10.0
+    stall_timeout_s: float | None = 900.0
     checks: CheckThresholds = field(default_factory=CheckThresholds)
 
     @classmethod

@@ -6,7 +6,9 @@ retried while another process holds the lock.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -41,7 +43,28 @@ TRANSCRIPT_COLUMNS = (
     "run_id",
     "batch_key",
     "transcribed_at",
+    "content_version",
+    "content_md5",
 )
+
+
+def manifest_row(
+    file_path: str,
+    size_bytes: int,
+    batch_key: str | None,
+    source: str,
+    content_md5: str | None = None,
+    last_modified: dt.datetime | None = None,
+) -> dict:
+    """One ``audio_files`` row: the only place manifest rows are built (asset, job, sensor)."""
+    return {
+        "file_path": file_path,
+        "size_bytes": int(size_bytes),
+        "content_md5": content_md5,
+        "last_modified": last_modified,
+        "batch_key": batch_key,
+        "source": source,
+    }
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,7 @@ class PendingFile:
     file_path: str
     size_bytes: int
     batch_key: str
+    content_version: int = 1
 
 
 class TranscriptSink(ABC):
@@ -76,6 +100,20 @@ class DuckDBLockedError(RuntimeError):
     pass
 
 
+def lock_holder(message: str) -> str | None:
+    """The process named in DuckDB's lock error ("... held in <exe> (PID n)"), with its command."""
+    m = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    if not m:
+        return None
+    exe, pid = m.group(1), m.group(2)
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        command = " ".join(raw.decode(errors="replace").split("\0")).strip()
+    except OSError:
+        command = ""
+    return f"PID {pid} ({command[:200] or exe})"
+
+
 @contextmanager
 def duckdb_connection(
     path: str | Path, read_only: bool = False, lock_timeout_s: float = 60.0
@@ -92,8 +130,11 @@ def duckdb_connection(
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 if "lock" in str(exc).lower():
+                    holder = lock_holder(str(exc)) or "another process"
                     raise DuckDBLockedError(
-                        f"{path} stayed locked by another process for {lock_timeout_s:.0f} s: {exc}"
+                        f"{path} stayed locked by {holder} for {lock_timeout_s:.0f} s; a "
+                        "connection left open, even read-only, blocks every writer until it "
+                        f"is closed ({exc})"
                     ) from exc
                 raise
             time.sleep(delay)
@@ -128,7 +169,7 @@ class DuckDBSink(TranscriptSink):
                     "retry_errors": bool(retry_errors),
                 },
             ).fetchall()
-        return [PendingFile(*r) for r in rows]
+        return [PendingFile(p, int(s), b, int(v)) for p, s, b, v in rows]
 
     def references(self, file_paths):
         with self.connect() as con:
@@ -137,21 +178,30 @@ class DuckDBSink(TranscriptSink):
             ).fetchall()
         return dict(rows)
 
-    def merge_rows(self, statement: str, rows: Sequence[dict], columns: Sequence[str]) -> int:
+    def merge_rows(
+        self, statement: str | Sequence[str], rows: Sequence[dict], columns: Sequence[str]
+    ) -> int:
+        """Rows → the view ``incoming`` → each statement, in one transaction."""
         import pyarrow as pa
 
         if not rows:
             return 0
         table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+        statements = [statement] if isinstance(statement, str) else list(statement)
         with self.connect() as con:
             con.register("incoming", table)
-            con.execute(load_sql("duckdb", statement))
+            con.execute("BEGIN TRANSACTION")
+            for name in statements:
+                con.execute(load_sql("duckdb", name))
+            con.execute("COMMIT")
             con.unregister("incoming")
         return len(rows)
 
     def merge_transcripts(self, rows):
         prepared = [json_columns(r) for r in rows]
-        return self.merge_rows("merge_into_transcripts", prepared, TRANSCRIPT_COLUMNS)
+        return self.merge_rows(
+            ("merge_into_transcripts", "update_audio_file_hashes"), prepared, TRANSCRIPT_COLUMNS
+        )
 
     def batch_report(self, batch_keys, model_id):
         with self.connect() as con:
@@ -163,10 +213,12 @@ class DuckDBSink(TranscriptSink):
 
 
 def json_columns(row: dict) -> dict:
-    """The row with its list columns as JSON text, as both stores' MERGE statements take them."""
+    """The row with its list columns as JSON text, as both stores' MERGE statements take them
+    (and content version 1 where the row names none)."""
     return row | {
         "segments": json.dumps(row.get("segments") or []),
         "quality_flags": json.dumps(row.get("quality_flags") or []),
+        "content_version": int(row.get("content_version") or 1),
     }
 
 
@@ -248,9 +300,9 @@ class SnowflakeSink(TranscriptSink):
             snowflake_sql.execute(conn.cursor(), "create_tables", **self.names())
 
     def merge_rows(
-        self, entity: str, rows: Sequence[dict], columns: Sequence[str], merge: str
+        self, entity: str, rows: Sequence[dict], columns: Sequence[str], merge: str | Sequence[str]
     ) -> int:
-        """Rows → temporary ``<ENTITY>_INCOMING`` → ``merge``; returns the rows sent."""
+        """Rows → temporary ``<ENTITY>_INCOMING`` → each ``merge`` file; returns the rows sent."""
         from .. import snowflake_sql
 
         if not rows:
@@ -264,13 +316,17 @@ class SnowflakeSink(TranscriptSink):
                 snowflake_sql.executemany(
                     cur, f"insert_{entity}_incoming", prepared[i : i + 1000], incoming=incoming
                 )
-            snowflake_sql.execute(cur, merge, incoming=incoming, **self.names())
+            for name in [merge] if isinstance(merge, str) else merge:
+                snowflake_sql.execute(cur, name, incoming=incoming, **self.names())
         return len(rows)
 
     def merge_transcripts(self, rows):
         prepared = [json_columns(r) for r in rows]
         return self.merge_rows(
-            "transcripts", prepared, TRANSCRIPT_COLUMNS, "merge_into_transcripts"
+            "transcripts",
+            prepared,
+            TRANSCRIPT_COLUMNS,
+            ("merge_into_transcripts", "update_audio_file_hashes"),
         )
 
     def batch_report(self, batch_keys, model_id):
@@ -303,7 +359,7 @@ class SnowflakeSink(TranscriptSink):
             rows = snowflake_sql.execute(
                 conn.cursor(), "select_pending_files", params, **self.names()
             )
-        return [PendingFile(str(p), int(s), str(b)) for p, s, b in rows]
+        return [PendingFile(str(p), int(s), str(b), int(v)) for p, s, b, v in rows]
 
     def references(self, file_paths):
         from .. import snowflake_sql

@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def stage_path_of(name: str) -> str:
+    """A file system path (``os.fsdecode``) as a stage path, valid UTF-8.
+
+    Bytes that are not UTF-8 (kept by Python as lone surrogates, which no database can store)
+    are written as ``\\xNN``; :func:`fs_path_of` undoes it.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def fs_path_of(stage_path: str) -> str:
+    """The file system name of a stage path escaped by :func:`stage_path_of`."""
+    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]), stage_path.encode("utf-8"))
+    return os.fsdecode(raw)
 
 
 class AudioSource(ABC):
@@ -18,9 +41,21 @@ class LocalFolderSource(AudioSource):
         self.root = Path(root).resolve()
 
     def resolve(self, file_path: str) -> Path:
-        path = (self.root / file_path).resolve()
-        if not path.is_relative_to(self.root):
+        link = self.root / file_path
+        if not Path(os.path.normpath(link)).is_relative_to(self.root):
             raise ValueError(f"{file_path!r} points outside the stage {self.root}")
+        if not os.path.lexists(link) and "\\x" in file_path:
+            link = self.root / fs_path_of(file_path)  # a name that is not valid UTF-8
+        if not os.path.lexists(link):
+            raise FileNotFoundError(f"{file_path}: no longer in the stage {self.root}")
+        path = link.resolve()
+        if link.is_symlink() and not path.exists():
+            raise FileNotFoundError(
+                f"{file_path}: a dangling symbolic link (its target {os.readlink(link)!r} "
+                "does not exist)"
+            )
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"{file_path}: a link to {path}, outside the stage {self.root}")
         return path
 
     def read_bytes(self, file_path: str, max_bytes: int | None = None) -> bytes:

@@ -5,7 +5,10 @@ CREATE TABLE IF NOT EXISTS audio_files (
     last_modified TIMESTAMP,
     batch_key     VARCHAR NOT NULL,
     discovered_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    source        VARCHAR
+    source        VARCHAR,
+    content_version INTEGER NOT NULL DEFAULT 1,
+    changed_at    TIMESTAMP,
+    previous_md5  VARCHAR
 );
 CREATE TABLE IF NOT EXISTS reference_transcripts (
     utterance_id VARCHAR PRIMARY KEY,
@@ -26,7 +29,14 @@ CREATE TABLE IF NOT EXISTS transcripts (
     run_id         VARCHAR,
     batch_key      VARCHAR,
     transcribed_at TIMESTAMP NOT NULL,
+    content_version INTEGER NOT NULL DEFAULT 1,
+    content_md5    VARCHAR,
     PRIMARY KEY (file_path, model_id)
 );
 -- Tables created by earlier versions gain the columns added since.
 ALTER TABLE transcripts ADD COLUMN IF NOT EXISTS quality_flags JSON;
+ALTER TABLE audio_files ADD COLUMN IF NOT EXISTS content_version INTEGER DEFAULT 1;
+ALTER TABLE audio_files ADD COLUMN IF NOT EXISTS changed_at TIMESTAMP;
+ALTER TABLE audio_files ADD COLUMN IF NOT EXISTS previous_md5 VARCHAR;
+ALTER TABLE transcripts ADD COLUMN IF NOT EXISTS content_version INTEGER DEFAULT 1;
+ALTER TABLE transcripts ADD COLUMN IF NOT EXISTS content_md5 VARCHAR;

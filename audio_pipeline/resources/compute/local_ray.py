@@ -14,7 +14,10 @@ from pydantic import Field
 
 from .. import job_logs
 from .base import PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
+from .bundle import PAYLOAD_ENTRY, RAY_PAYLOAD_REQUIREMENTS, build_payload_dir
 from .ray_head import RayHead, alive_nodes, http_json
+
+SUBMISSION_PREFIX = "transcripts-"  # + the Dagster run id's first 8 characters
 
 
 class LocalRayCompute(TranscriptionCompute):
@@ -40,6 +43,12 @@ class LocalRayCompute(TranscriptionCompute):
     )
     start_timeout_s: float = 90.0
     poll_interval_s: float = 0.5
+    pip_requirements: list[str] | None = Field(
+        default=None,
+        description="pip packages the job's Ray runtime environment installs beside the shipped "
+        "payload; default: none on the head this resource starts (it runs this environment's "
+        "python), the payload's requirements on a cluster given by `address`",
+    )
 
     @property
     def dashboard_url(self) -> str:
@@ -90,6 +99,20 @@ class LocalRayCompute(TranscriptionCompute):
         """Stop the head (and workers) this project started; True when a head was stopped."""
         return self.head.stop(timeout_s)
 
+    def stop_run_jobs(self, run_id: str) -> list[str]:
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        client = JobSubmissionClient(self.dashboard_url)
+        prefix = f"{SUBMISSION_PREFIX}{run_id[:8]}-"
+        stopped = []
+        for job in client.list_jobs():
+            sid = job.submission_id or ""
+            if sid.startswith(prefix) and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+                client.stop_job(sid)
+                stopped.append(sid)
+        return stopped
+
     def _client(self):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         return PatientRayJobClient(
@@ -98,27 +121,48 @@ class LocalRayCompute(TranscriptionCompute):
             submit_timeout_s=self.start_timeout_s,
         )
 
+    def runtime_env(self, bundle: Path) -> dict:
+        """The job's Ray runtime environment: this checkout's payload as the working directory
+        (uploaded with the job, first on every worker's import path), plus pip requirements."""
+        env: dict = {
+            "working_dir": str(bundle),
+            "env_vars": {
+                "PYTHONUNBUFFERED": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "RAY_AUTH_MODE": "disabled",
+            },
+        }
+        if not self.address:  # our own head: its GCS, never another cluster's (see payload)
+            env["env_vars"]["AUDIO_PIPELINE_RAY_GCS"] = self.head.gcs_address
+        pip = self.pip_requirements
+        if pip is None and self.address:
+            pip = list(RAY_PAYLOAD_REQUIREMENTS)
+        if pip:
+            env["pip"] = {"packages": list(pip), "pip_check": False}
+        return env
+
     def run_payload(self, context, extras):
+        import tempfile
 
         # A cluster on this machine (ours, or RAY_ADDRESS on loopback) runs this environment.
         on_this_machine = not self.address or self.dashboard_url.split("://")[-1].startswith(
             ("127.", "localhost")
         )
         python = self.python or (sys.executable if on_this_machine else "python")
-        submission_id = f"transcripts-{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
-        params = {
-            "entrypoint": f"{python} -m {PAYLOAD_MODULE}",
-            "submission_id": submission_id,
-            "runtime_env": {
-                "env_vars": {
-                    "PYTHONUNBUFFERED": "1",
-                    "TOKENIZERS_PARALLELISM": "false",
-                    "RAY_AUTH_MODE": "disabled",
-                }
-            },
-        }
+        submission_id = f"{SUBMISSION_PREFIX}{context.run.run_id[:8]}-{uuid.uuid4().hex[:6]}"
         job_url = f"{self.dashboard_url}/#/jobs/{submission_id}"
         context.log.info(f"submitting Ray job {submission_id}: {job_url}")
+        with tempfile.TemporaryDirectory(prefix="audio-payload-") as tmp:
+            params = {
+                # Run from the shipped bundle (the job's working directory), never from
+                # whatever checkout the cluster was started in.
+                "entrypoint": f"{python} {PAYLOAD_ENTRY} {PAYLOAD_MODULE}",
+                "submission_id": submission_id,
+                "runtime_env": self.runtime_env(build_payload_dir(Path(tmp) / "payload")),
+            }
+            return self._run(context, params, extras, submission_id, job_url)
+
+    def _run(self, context, params: dict, extras: dict, submission_id: str, job_url: str):
         try:
             invocation = self._client().run(
                 context=context, submit_job_params=params, extras=extras

@@ -167,6 +167,8 @@ class RayHead:
     object_store_memory_mb: int = 2048
     isolated_ports: bool = False
     start_timeout_s: float = 90.0
+    ray_bin: str | None = None  # another environment's `ray` (default: this one's)
+    cwd: Path | None = None  # the head's working directory (default: this process's)
 
     @property
     def dashboard_url(self) -> str:
@@ -204,6 +206,7 @@ class RayHead:
                 env=ray_env(worker),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=self.cwd,
             )
         return proc, log_path
 
@@ -237,7 +240,7 @@ class RayHead:
 
     def start(self, log=None) -> None:
         cmd = [
-            _ray_bin(),
+            self.ray_bin or _ray_bin(),
             "start",
             "--head",
             f"--port={self.gcs_port}",

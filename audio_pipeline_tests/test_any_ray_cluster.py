@@ -1,0 +1,134 @@
+"""Any Ray cluster runs the submitting checkout's payload, shipped with the job.
+
+Really started: Ray heads of their own (``ray start --head`` on loopback) — one started from
+another checkout's directory, one from a virtual environment that has Ray but not this project.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from audio_pipeline.definitions import ASSETS
+from audio_pipeline.resources.compute import LocalRayCompute
+from audio_pipeline.resources.compute.ray_head import RayHead
+
+from .conftest import SAMPLE_TREE, free_port, make_resources
+from .test_backfill_resume import sensor_batches
+
+FILES = 4  # few files: what is tested is where the code comes from, not throughput
+
+pytestmark = pytest.mark.slow
+
+DECOY_MAIN = "import sys\nprint('DECOY PAYLOAD of the other checkout')\nsys.exit(3)\n"
+
+
+def other_checkout(root: Path) -> Path:
+    """A checkout of another version: its payload fails loudly if it is ever run."""
+    pkg = root / "audio_pipeline" / "transcription"
+    pkg.mkdir(parents=True)
+    (root / "audio_pipeline" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(DECOY_MAIN)
+    return root
+
+
+def start_head(state_dir: Path, **kwargs) -> RayHead:
+    head = RayHead(
+        state_dir=state_dir,
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        num_cpus=2,
+        object_store_memory_mb=512,
+        isolated_ports=True,
+        start_timeout_s=120,
+        **kwargs,
+    )
+    head.start()
+    return head
+
+
+def transcribe(home, instance, compute) -> dg.ExecuteInProcessResult:
+    res = make_resources(home, ray_compute=compute)
+    (home / "stage").mkdir(parents=True)
+    for flac in sorted(SAMPLE_TREE.glob("*/*/*.flac"))[:FILES]:
+        shutil.copyfile(flac, home / "stage" / flac.name)
+    (key,) = sensor_batches(res, instance, cap=5000)
+    return dg.materialize(
+        ASSETS,
+        selection=["transcripts"],
+        partition_key=key,
+        resources=res,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def rows(home) -> list:
+    res = make_resources(home)
+    return res["store"].query(
+        "SELECT count(*), count(DISTINCT file_path) FROM transcripts WHERE status = 'ok'"
+    )
+
+
+def test_a_head_started_from_another_checkout_runs_this_checkouts_payload(tmp_path, home, instance):
+    head = start_head(tmp_path / "ray", cwd=other_checkout(tmp_path / "other-checkout"))
+    try:
+        compute = LocalRayCompute(
+            home=str(home), address=head.dashboard_url, python=sys.executable, pip_requirements=[]
+        )
+        result = transcribe(home, instance, compute)
+        assert result.success, result.get_step_failure_events()[0].event_specific_data.error
+        assert rows(home) == [(FILES, FILES)]
+    finally:
+        head.stop()
+
+
+def drop_runtime_envs(head: RayHead) -> None:
+    """Delete the pip environments the head's session built (about 1.5 GB under /tmp/ray)."""
+    for log in head.state_dir.glob("head-*.log"):
+        for session in set(re.findall(r"/tmp/ray/session_[0-9_-]+", log.read_text())):
+            shutil.rmtree(Path(session) / "runtime_resources", ignore_errors=True)
+
+
+def ray_only_venv(cache: Path) -> Path:
+    """A virtual environment with Ray (``ray[default]``, this project's Ray version) and nothing
+    of this project; built once, kept under the project's home for the next test session."""
+    import ray
+
+    venv = cache / f"ray-only-{ray.__version__}"
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"ray[default]=={ray.__version__}"],
+            check=True,
+        )
+        (venv / ".complete").write_text("")
+    probe = subprocess.run(
+        [str(python), "-c", "import audio_pipeline"], capture_output=True, text=True, cwd=venv
+    )
+    assert probe.returncode != 0, "the Ray-only environment must not see this project"
+    return venv
+
+
+def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home, instance):
+    cache = Path(os.environ.get("AUDIO_PIPELINE_TEST_CACHE", Path.cwd() / ".audio_pipeline"))
+    venv = ray_only_venv(cache / "test-envs")
+    head = start_head(tmp_path / "ray", ray_bin=str(venv / "bin" / "ray"), cwd=tmp_path)
+    try:
+        # address given, python not: the job runs the cluster's python in a runtime
+        # environment with the payload's pip requirements.
+        compute = LocalRayCompute(home=str(home), address=head.dashboard_url)
+        result = transcribe(home, instance, compute)
+        assert result.success, result.get_step_failure_events()[0].event_specific_data.error
+        assert rows(home) == [(FILES, FILES)]
+    finally:
+        head.stop()
+        drop_runtime_envs(head)

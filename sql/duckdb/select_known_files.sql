@@ -1,0 +1,3 @@
+-- Manifest size and modification time of the candidate files (the view "candidates").
+SELECT f.file_path, f.size_bytes, f.last_modified
+FROM candidates AS c JOIN audio_files AS f USING (file_path);
