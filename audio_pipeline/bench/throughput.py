@@ -12,7 +12,8 @@ the warm Ray head excluded, as a running Dagster deployment has them already):
   model, int8, greedy (``beam_size=1``), rows written to a JSON-lines file;
 * ``seed_style``: the quickstart's actor: a Ray Data actor building a transformers ASR pipeline
   (``chunk_length_s=30``, ``batch_size=30``, ``max_new_tokens=128``, timestamps), writing each
-  batch to temporary files and transcribing the paths; rows written to a Parquet file.
+  batch to temporary files and transcribing them (read back with libsndfile: the
+  quickstart hands the paths to ffmpeg, which is not installed here); rows written to Parquet.
 
 Peak memory is the largest sum of PSS (RSS where PSS is unreadable) over the variant's process
 tree, plus every process of the Ray head for the variants that use Ray, sampled every 0.25 s.
@@ -128,19 +129,19 @@ class MemorySampler(threading.Thread):
         self.roots = roots
         self.interval_s = interval_s
         self.peak_kb = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def sample(self) -> int:
         pids = {p for root in self.roots for p in _tree(root)}
         return sum(_pss_kb(p) for p in pids)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.peak_kb = max(self.peak_kb, self.sample())
-            self._stop.wait(self.interval_s)
+            self._done.wait(self.interval_s)
 
     def stop(self) -> float:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak_kb / 1024
 
@@ -252,6 +253,8 @@ def run_faster_whisper(spec: dict) -> dict:
 def run_seed_style(spec: dict) -> dict:
     import logging
 
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback head, as ours
+
     import pandas as pd
     import ray
 
@@ -282,20 +285,25 @@ def run_seed_style(spec: dict) -> dict:
             )
 
         def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+            import soundfile as sf
+
             with tempfile.TemporaryDirectory() as tmp:
-                paths = []
+                inputs = []
                 for i, data in enumerate(batch["bytes"]):
                     path = os.path.join(tmp, f"{i}.flac")
                     with open(path, "wb") as f:
                         f.write(data)
-                    paths.append(path)
-                outputs = self.pipe(paths)
+                    # The quickstart passes the paths (decoded by ffmpeg, absent here): read back.
+                    audio, sr = sf.read(path, dtype="float32")
+                    inputs.append({"raw": audio, "sampling_rate": sr})
+                outputs = self.pipe(inputs)
             return pd.DataFrame(
                 {"path": batch["path"], "outputs": [o["text"].strip() for o in outputs]}
             )
 
     started = time.perf_counter()
-    ray.init(address=spec["ray_address"], log_to_driver=False, logging_level=logging.WARNING)
+    address = f"127.0.0.1:{spec['compute']['gcs_port']}"
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ds = ray.data.read_binary_files([f.path for f in files], include_paths=True)
@@ -327,13 +335,16 @@ def _run_variant(variant: str, spec_path: Path, ray_roots: list[int], result_pat
     cmd = [sys.executable, "-m", "audio_pipeline.bench.throughput", "--worker", variant]
     cmd += ["--spec", str(spec_path), "--result", str(result_path)]
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+    log_path = result_path.with_suffix(".log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     sampler = MemorySampler([proc.pid] + (ray_roots if variant != "faster_whisper" else []))
     sampler.start()
     rc = proc.wait()
     peak_mb = sampler.stop()
     if rc != 0:
-        raise SystemExit(f"bench variant {variant} failed with exit code {rc}")
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+        raise SystemExit(f"bench variant {variant} failed with exit code {rc}:\n{tail}")
     result = json.loads(result_path.read_text())
     result["peak_memory_mb"] = peak_mb
     return result
