@@ -422,6 +422,9 @@ def run(args) -> dict:
             "errors": max(r["errors"] for r in runs),
             "walls_s": [round(r["wall_s"], 2) for r in runs],
         }
+        job_walls = [r["job_wall_s"] for r in runs if r.get("job_wall_s")]
+        if job_walls:  # the payload's own clock (pipeline): submission and Pipes excluded
+            summary[variant]["job_wall_s"] = round(statistics.median(job_walls), 2)
     ratios = {}
     if "pipeline" in summary:
         for other in ("faster_whisper", "seed_style"):
