@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=1,
             variants=["pipeline"],
             object_store_mb=512,
+            model="bundled:tiny.en",
         )
     )["variants"]["pipeline"]
     wall = job["median_wall_s"]
