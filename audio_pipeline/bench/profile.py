@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             variants=["pipeline"],
             object_store_mb=512,
             model="bundled:tiny.en",
+            partial_out=None,
         )
     )["variants"]["pipeline"]
     wall = job["median_wall_s"]

@@ -365,6 +365,10 @@ def run(args) -> dict:
         f"variants {', '.join(variants)}; {args.rounds} round(s); work dir {work}",
         flush=True,
     )
+    # A Ray temp dir of its own: a job's driver finds its cluster through
+    # <temp dir>/ray_current_cluster, which every head on the machine sharing /tmp/ray rewrites.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="apb-"))
+    os.environ["RAY_TMPDIR"] = str(ray_tmp)
     settings = LocalSettings(
         home=work / "ray-home", mirror="unused://", ray_address=None, gcs_port=0, dashboard_port=0
     )
@@ -384,7 +388,7 @@ def run(args) -> dict:
             resolve_model(args.model, "transformers", work)
         compute.ensure_pool()  # a warm head, as transcription_compute_pool leaves it
         head_pid = int(compute.pid_file.read_text())
-        idle_ray_mb = MemorySampler([head_pid]).sample() / 1024
+        idle_ray_mb = MemorySampler([head_pid]).sample() / 1024  # before any job
         spec = {
             "files": [f.__dict__ for f in files],
             "work": str(work),
@@ -412,9 +416,18 @@ def run(args) -> dict:
                     f"peak {res['peak_memory_mb']:6.0f} MB",
                     flush=True,
                 )
+            if args.partial_out:
+                partial = summarize(results, files, tree, audio_s, args, idle_ray_mb)
+                Path(args.partial_out).write_text(json.dumps(partial, indent=2) + "\n")
     finally:
         compute.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return summarize(results, files, tree, audio_s, args, idle_ray_mb)
+
+
+def summarize(results, files, tree, audio_s, args, idle_ray_mb) -> dict:
+    results = {v: runs for v, runs in results.items() if runs}
     summary = {}
     for variant, runs in results.items():
         wall = statistics.median(r["wall_s"] for r in runs)
@@ -445,7 +458,7 @@ def run(args) -> dict:
             "audio_s": round(audio_s, 2),
         },
         "model": args.model,
-        "rounds": args.rounds,
+        "rounds": min(len(runs) for runs in results.values()) if results else 0,
         "cpus": os.cpu_count(),
         "ray_head_idle_mb": round(idle_ray_mb, 1),
         "variants": summary,
@@ -483,9 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
-    report = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    args.partial_out = str(out) if args.rounds > 1 else None  # rewritten after every round
+    report = run(args)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("corpus", "variants", "ratios")}, indent=2))
     print(f"wrote {out}")
