@@ -20,7 +20,7 @@ from audio_pipeline.models import resolve_model
 from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.transcription.quality import corpus_wer
 
-from .conftest import make_resources
+from .conftest import free_port, make_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIRROR = REPO_ROOT.parent / "shared" / "data" / "realspeech"
@@ -29,6 +29,33 @@ TREE = MIRROR / "LibriSpeech" / "dev-real"
 needs_realspeech = pytest.mark.skipif(
     not TREE.is_dir(), reason=f"real-speech set not found at {TREE} (copy shared/ beside the repo)"
 )
+
+
+@pytest.fixture(scope="module")
+def private_ray(tmp_path_factory):
+    """A Ray head with a temp dir of its own: a job's driver finds its cluster through
+    ``<temp dir>/ray_current_cluster``, which any other head sharing /tmp/ray rewrites."""
+    from audio_pipeline.resources.compute import LocalRayCompute
+
+    ray_tmp = tmp_path_factory.mktemp("rt")
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(ray_tmp)
+    compute = LocalRayCompute(
+        home=str(tmp_path_factory.mktemp("rayhome")),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        object_store_memory_mb=512,
+        isolated_ports=True,
+    )
+    try:
+        compute.ensure_pool()
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous
+    yield compute
+    assert compute.stop()
 
 
 def _corpus() -> list[tuple[librispeech.Utterance, str]]:
@@ -59,7 +86,7 @@ def test_a_local_mirror_folder_offers_subsets_the_catalogue_does_not_list(tmp_pa
 @pytest.mark.slow
 @needs_realspeech
 def test_pipeline_wer_on_real_speech_is_within_0_3_points_of_faster_whisper_alone(
-    home, instance, ray_compute
+    home, instance, private_ray
 ):
     """The default job (ctranslate2, packing on) against faster-whisper's own loop, same model."""
     from faster_whisper import WhisperModel
@@ -79,7 +106,7 @@ def test_pipeline_wer_on_real_speech_is_within_0_3_points_of_faster_whisper_alon
     engine_wer = corpus_wer(alone)
     del model
 
-    res = make_resources(home, ray_compute=ray_compute, mirror=str(MIRROR))
+    res = make_resources(home, ray_compute=private_ray, mirror=str(MIRROR))
     # The stage and manifest as librispeech_audio[dev-real] leaves them (that partition exists
     # only where LIBRISPEECH_MIRROR names the folder when the definitions load; see above).
     rows = []
