@@ -13,7 +13,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor bench \
-	badcorpus snowflake-setup snowflake-rehearsal
+	bench-profile badcorpus snowflake-setup snowflake-rehearsal
 
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
@@ -21,7 +21,8 @@ help:
 	@echo "make dev      Dagster UI on http://127.0.0.1:$(PORT) (PORT=...)"
 	@echo "make stop     stop the local Ray head this project started"
 	@echo "make lint     ruff"
-	@echo "make bench    throughput against faster-whisper and the quickstart's actor"
+	@echo "make bench    throughput against faster-whisper and the quickstart's actor, on real speech"
+	@echo "make bench-profile  where the time of one transcription job goes"
 	@echo "make bench-sensor  time one sensor tick on a 100,000-file stage with 100 new files"
 	@echo "make snowflake-setup  create/update the Snowflake objects (SYSADMIN + ACCOUNTADMIN);"
 	@echo "                      SETUP_ARGS='--dry-run' prints the SQL, '--job-role R' grants to R"
@@ -63,6 +64,9 @@ format: install
 
 bench: install
 	$(BIN)/python -m audio_pipeline.bench.throughput --rounds 3 --out bench/results.json
+
+bench-profile: install
+	$(BIN)/python -m audio_pipeline.bench.profile --out bench/profile.json
 
 badcorpus: install
 	$(BIN)/python -m audio_pipeline.badcorpus

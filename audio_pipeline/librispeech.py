@@ -2,12 +2,15 @@
 
 Subsets come from openslr resource 12 (``<base>/<subset>.tar.gz``), from a local mirror directory
 holding the tarball or an extracted ``LibriSpeech/<subset>/`` tree, or, for ``sample``, from the
-synthetic corpus bundled with this package (see :mod:`audio_pipeline.sample_corpus`).
+synthetic corpus bundled with this package (see :mod:`audio_pipeline.sample_corpus`). A local
+mirror folder may also hold subsets the catalogue does not list (``LibriSpeech/dev-real/``): they
+become partitions too (:func:`subset_names`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tarfile
 import tempfile
@@ -62,13 +65,41 @@ class Utterance:
     relative_path: str  # "<subset>/<speaker>/<chapter>/<id>.flac"
 
 
-def get_subset(name: str) -> Subset:
-    try:
+_SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def mirror_subsets(mirror: str | None) -> list[str]:
+    """Subsets a local mirror folder holds beyond the catalogue: ``LibriSpeech/<name>/`` trees
+    with at least one ``<speaker>/<chapter>/*.flac`` (URLs and missing folders give none)."""
+    if not mirror or urlparse(mirror).scheme in ("http", "https"):
+        return []
+    parsed = urlparse(mirror)
+    root = Path(parsed.path if parsed.scheme == "file" else mirror).expanduser() / "LibriSpeech"
+    if not root.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if d.is_dir()
+        and d.name not in CATALOGUE
+        and _SUBSET_NAME.match(d.name)
+        and next(d.glob("*/*/*.flac"), None) is not None
+    )
+
+
+def subset_names(mirror: str | None = None) -> list[str]:
+    """The catalogue's subsets, then the extra ones of a local ``mirror`` folder."""
+    return list(CATALOGUE) + mirror_subsets(mirror)
+
+
+def get_subset(name: str, mirror: str | None = None) -> Subset:
+    if name in CATALOGUE:
         return CATALOGUE[name]
-    except KeyError:
-        raise LibriSpeechError(
-            f"unknown LibriSpeech subset {name!r}; choose one of {', '.join(CATALOGUE)}"
-        ) from None
+    if name in mirror_subsets(mirror):
+        return Subset(name, None, None, 0)  # a local tree: nothing to download or verify
+    raise LibriSpeechError(
+        f"unknown LibriSpeech subset {name!r}; choose one of {', '.join(subset_names(mirror))}"
+    )
 
 
 def md5_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -203,7 +234,7 @@ def fetch_subset(
         work_dir: where downloads and extractions are kept.
         md5: overrides the catalogue checksum (mirrors that repackage the tarballs).
     """
-    info = get_subset(subset)
+    info = get_subset(subset, mirror)
     if subset == SAMPLE_SUBSET:
         tree = find_subset_tree(BUNDLED_ROOT, subset)
         if tree is None:

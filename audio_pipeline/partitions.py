@@ -1,10 +1,15 @@
 """Partitions: LibriSpeech subsets (static) and transcript batches (dynamic)."""
 
+import os
+
 import dagster as dg
 
-from .librispeech import CATALOGUE
+from .librispeech import subset_names
 
-librispeech_subsets = dg.StaticPartitionsDefinition(list(CATALOGUE))
+# The catalogue, plus the subsets a local LIBRISPEECH_MIRROR folder holds beyond it.
+librispeech_subsets = dg.StaticPartitionsDefinition(
+    subset_names(os.environ.get("LIBRISPEECH_MIRROR"))
+)
 
 transcript_batches = dg.DynamicPartitionsDefinition(name="transcript_batches")
 

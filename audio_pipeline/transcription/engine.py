@@ -224,17 +224,29 @@ class CTranslate2Engine(WhisperEngine):
         bs = max(1, self.options.batch_size)
         for start in range(0, len(short), bs):
             idx = short[start : start + bs]
-            for i, r in zip(idx, self._transcribe_short([audios[i] for i in idx]), strict=True):
-                results[i] = r
+            tokens = self._generate([audios[i] for i in idx])
+            for i, toks in zip(idx, tokens, strict=True):
+                # Decoding stopped at a segment boundary before the audio ended: faster-whisper's
+                # loop would go on from there, so this clip goes through that loop.
+                if self._stopped_at(toks) < len(audios[i]) / SAMPLE_RATE:
+                    continue
+                results[i] = self._to_transcription(toks, self.options.return_timestamps)
         for i in (i for i in range(len(audios)) if results[i] is None):
             results[i] = self._transcribe_long(audios[i])
         return [r for r in results if r is not None]
+
+    def _stopped_at(self, tokens: list[int]) -> float:
+        """Seconds where decoding stopped early (two closing timestamps), else infinity."""
+        begin = self.tokenizer.timestamp_begin
+        if len(tokens) >= 2 and tokens[-1] >= begin and tokens[-2] >= begin:
+            return (tokens[-1] - begin) * 0.02
+        return float("inf")
 
     def _transcribe_packed(
         self, audios: list[np.ndarray], short: list[int], results: list
     ) -> list[int]:
         """Transcribe ``short`` clips packed into shared windows; returns those left to redo."""
-        from .packing import attribute, pack
+        from .packing import attribute, doubtful, pack
 
         sr = SAMPLE_RATE
         windows = pack(
@@ -249,18 +261,23 @@ class CTranslate2Engine(WhisperEngine):
                 window[p.start : p.start + p.length] = audios[short[p.index]]
             arrays.append(window)
         bs = max(1, self.options.batch_size)
-        outputs = []
+        tokens: list[list[int]] = []
         for start in range(0, len(arrays), bs):
-            outputs += self._transcribe_short(arrays[start : start + bs], timestamps=True)
-        for w, out in zip(multi, outputs, strict=True):
+            tokens += self._generate(arrays[start : start + bs])
+        for w, toks in zip(multi, tokens, strict=True):
+            out = self._to_transcription(toks, True)
             spans = [(p.start / sr, (p.start + p.length) / sr) for p in w]
             segs = [(s.start, s.end, s.text) for s in out.segments]
             owners = attribute(segs, spans)
-            if owners is None or any(not o for o in owners):
+            if owners is None:
                 redo += [short[p.index] for p in w]
                 continue
+            stopped = self._stopped_at(toks)
             for p, (a, b), own in zip(w, spans, owners, strict=True):
                 mine = [out.segments[k] for k in own]
+                if doubtful([(s.start, s.end, s.text) for s in mine], (a, b), stopped):
+                    redo.append(short[p.index])
+                    continue
                 results[short[p.index]] = Transcription(
                     " ".join(s.text for s in mine if s.text).strip(),
                     out.language,
@@ -273,17 +290,15 @@ class CTranslate2Engine(WhisperEngine):
                 )
         return sorted(redo)
 
-    def _transcribe_short(
-        self, audios: list[np.ndarray], timestamps: bool | None = None
-    ) -> list[Transcription]:
+    def _generate(self, audios: list[np.ndarray]) -> list[list[int]]:
+        """Greedy (or beam) tokens, timestamps included, for clips of at most 30 s."""
         from faster_whisper.audio import pad_or_trim
 
         o = self.options
-        timestamps = o.return_timestamps if timestamps is None else timestamps
         fe = self.model.feature_extractor
         features = np.stack([pad_or_trim(fe(a)[..., :-1]) for a in audios])
         encoded = self.model.encode(features)
-        prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=not timestamps)
+        prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=False)
         outputs = self.model.model.generate(
             encoded,
             [list(prompt) for _ in audios],
@@ -293,7 +308,7 @@ class CTranslate2Engine(WhisperEngine):
             suppress_tokens=self.suppress,
             max_initial_timestamp_index=50,
         )
-        return [self._to_transcription(out.sequences_ids[0], timestamps) for out in outputs]
+        return [list(out.sequences_ids[0]) for out in outputs]
 
     def _to_transcription(self, tokens: list[int], timestamps: bool) -> Transcription:
         tok = self.tokenizer

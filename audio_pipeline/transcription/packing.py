@@ -4,7 +4,7 @@ Whisper's encoder always processes a 30 s window, so a 5 s clip pays for 30 s of
 Packing several clips, separated by silence, into one window and splitting the timestamped
 segments back by position cuts that cost several times over. A window whose segments cannot be
 attributed unambiguously (a segment straddling two clips, a clip left without text) is
-transcribed again clip by clip, so accuracy never depends on the packing.
+transcribed again clip by clip, and so is a clip whose share looks incomplete (:func:`doubtful`).
 """
 
 from __future__ import annotations
@@ -61,3 +61,22 @@ def attribute(
             )
             owners[nearest].append(k)
     return owners
+
+
+def doubtful(
+    segments: list[tuple[float, float, str]],
+    span: tuple[float, float],
+    stopped_s: float = float("inf"),
+    edge_s: float = 1.5,
+) -> bool:
+    """True when a clip's share of a packed window may have lost words.
+
+    That is: it got no text; decoding of the window stopped (two closing timestamps) before the
+    clip's end, where faster-whisper's own loop would have gone on; or its segments leave more
+    than ``edge_s`` of the clip's start or end uncovered (a skipped sentence).
+    """
+    a, b = span
+    texts = [s for s in segments if s[2].strip()]
+    if not texts or stopped_s < b:
+        return True
+    return texts[0][0] > a + edge_s or max(s[1] for s in texts) < b - edge_s

@@ -1,0 +1,45 @@
+"""Batched and packed decoding lose no words where faster-whisper's own loop would go on."""
+
+from pathlib import Path
+
+import pytest
+
+from audio_pipeline.models import resolve_model
+from audio_pipeline.transcription.audio import decode_audio
+from audio_pipeline.transcription.engine import DecodingOptions, load_engine
+from audio_pipeline.transcription.packing import doubtful
+
+TREE = Path(__file__).resolve().parents[2].parent / "shared/data/realspeech/LibriSpeech/dev-real"
+# Real utterances whose one-window greedy decoding ends with two timestamps seconds before the
+# audio does (tiny.en int8): a batched decode alone drops their last 5-7 words.
+STOPS_EARLY = ("1272/141231/1272-141231-0002.flac", "19/198/19-198-0028.flac")
+
+
+def test_doubtful_shares_of_a_packed_window():
+    words = [(0.2, 3.0, "hello there"), (3.0, 5.8, "general")]
+    assert not doubtful(words, (0.0, 6.0))
+    assert doubtful([], (0.0, 6.0))  # no text
+    assert doubtful([(0.2, 1.0, " ")], (0.0, 6.0))  # blank text only
+    assert doubtful(words, (0.0, 6.0), stopped_s=4.0)  # decoding stopped inside the clip
+    assert not doubtful(words, (0.0, 6.0), stopped_s=6.5)  # ...or after it
+    assert doubtful(words[:1], (0.0, 6.0))  # the last 3 s left uncovered
+    assert doubtful(words[1:], (0.0, 6.0))  # the first 3 s left uncovered
+
+
+@pytest.mark.skipif(not TREE.is_dir(), reason=f"real-speech set not found at {TREE}")
+@pytest.mark.parametrize("pack", [False, True])
+def test_clips_whose_decoding_stops_early_match_faster_whispers_loop(pack):
+    from faster_whisper import WhisperModel
+
+    path = resolve_model("bundled:tiny.en", "ctranslate2", None).path
+    audios = [decode_audio((TREE / f).read_bytes(), f).samples for f in STOPS_EARLY]
+    reference = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=2)
+    expected = [
+        " ".join(s.text.strip() for s in reference.transcribe(a, beam_size=1, language="en")[0])
+        for a in audios
+    ]
+    engine = load_engine("ctranslate2", path, DecodingOptions(pack=pack), threads=2)
+    assert engine._stopped_at(engine._generate(audios[:1])[0]) < len(audios[0]) / 16000 - 1
+    got = [r.text for r in engine.transcribe(audios)]
+    assert got == expected
+    assert got[0].endswith("not worth thinking about.") and "sonnets" in got[1]
