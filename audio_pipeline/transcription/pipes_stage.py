@@ -45,9 +45,7 @@ class PipesSnowflakeStageMessageWriterChannel(PipesBlobStoreMessageWriterChannel
     @property
     def session(self):
         if self._session is None:
-            from snowflake.snowpark.context import get_active_session
-
-            self._session = get_active_session()
+            self._session = _own_session()
         return self._session
 
     def upload_messages_chunk(self, payload: io.StringIO, index: int) -> None:
@@ -67,6 +65,34 @@ class PipesSnowflakeStageMessageWriterChannel(PipesBlobStoreMessageWriterChannel
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def _own_session():
+    """A session of the writer's own, so that chunk uploads never share a connection with the
+    payload's queries: from the container's token file and ``SNOWFLAKE_*`` settings, else the
+    active session."""
+    import os
+    from pathlib import Path
+
+    from snowflake.snowpark import Session
+
+    token = Path(os.environ.get("SNOWFLAKE_TOKEN_FILE", "/snowflake/session/token"))
+    if token.is_file() and os.environ.get("SNOWFLAKE_ACCOUNT"):
+        config = {
+            "account": os.environ["SNOWFLAKE_ACCOUNT"],
+            "host": os.environ.get("SNOWFLAKE_HOST"),
+            "authenticator": "oauth",
+            "token": token.read_text().strip(),
+            "database": os.environ.get("SNOWFLAKE_DATABASE"),
+            "schema": os.environ.get("SNOWFLAKE_SCHEMA"),
+        }
+        for key in ("port", "protocol"):
+            if os.environ.get(f"SNOWFLAKE_{key.upper()}"):
+                config[key] = os.environ[f"SNOWFLAKE_{key.upper()}"]
+        return Session.builder.configs({k: v for k, v in config.items() if v}).create()
+    from snowflake.snowpark.context import get_active_session
+
+    return get_active_session()
 
 
 class PipesSnowflakeStageMessageWriter(PipesBlobStoreMessageWriter):

@@ -191,7 +191,11 @@ def test_a_sensor_tick_over_the_stage_directory_creates_a_partition_and_a_run(de
 
     d = deployment
     flac = sorted(SAMPLE.glob("*/*/*.flac"))[0]
-    assert d["resources"]["stage"].put_file(flac, "uploads/7777/1/7777-1-0001.flac")
+    from audio_pipeline.resources.stage import SnowflakeStage
+
+    # a user's upload: a PUT to the stage, outside the pipeline
+    uploader = SnowflakeStage(connection=d["connection"])
+    assert uploader.put_file(flac, "uploads/7777/1/7777-1-0001.flac")
     defs = build_definitions(resources=d["resources"], sensor_interval=30)
     sensor = defs.get_sensor_def("new_stage_files_sensor")
     with dg.build_sensor_context(instance=d["instance"], resources=d["resources"]) as context:
