@@ -128,6 +128,7 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         tail_lines: log lines per instance in failure messages.
         message_interval_s: how often the job uploads a chunk of Pipes messages.
         drain_timeout_s: after the job ends, how long to wait for its last chunk.
+        max_poll_errors: consecutive failed polls tolerated; one more cancels the job.
     """
 
     def __init__(
@@ -137,12 +138,14 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         tail_lines: int = 60,
         message_interval_s: float = 5.0,
         drain_timeout_s: float = 60.0,
+        max_poll_errors: int = 3,
     ):
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
         self.tail_lines = tail_lines
         self.message_interval_s = message_interval_s
         self.drain_timeout_s = drain_timeout_s
+        self.max_poll_errors = max_poll_errors
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -274,15 +277,29 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
     def _follow(self, context, job, reader: PipesMLJobStageMessageReader, timeout_s) -> str:
         started = time.monotonic()
         last = None
+        errors = 0
         while True:
-            status = str(job.status)
+            try:
+                status = str(job.status)
+                if status not in TERMINAL_STATES:
+                    reader.poll()
+                errors = 0
+            except Exception as exc:  # a network blip is retried; a lasting error cancels
+                errors += 1
+                if errors > self.max_poll_errors:
+                    raise
+                context.log.warning(
+                    f"following Snowflake ML Job {job.id}: {type(exc).__name__}: {exc} "
+                    f"(attempt {errors} of {self.max_poll_errors}, retrying)"
+                )
+                time.sleep(self.poll_interval_s)
+                continue
             if status != last:
                 context.log.info(f"Snowflake ML Job {job.id}: {status}")
                 last = status
             if status in TERMINAL_STATES:
                 reader.drain(job_failed=status in FAILED_STATES)
                 return status
-            reader.poll()
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 _cancel(context, job)
                 tail = instance_log_tails(job, self.tail_lines)

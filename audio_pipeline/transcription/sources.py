@@ -125,7 +125,7 @@ class SnowflakeStageSource(AudioSource):
             with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310
                 data = response.read(limit) if limit >= 0 else response.read()
         if max_bytes is not None and len(data) > max_bytes:
-            raise ValueError(f"{file_path}: more than the {max_bytes}-byte limit")
+            raise ValueError(f"{file_path}: exceeds the {max_bytes}-byte limit")
         return data
 
 
