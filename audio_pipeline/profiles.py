@@ -130,13 +130,16 @@ def snowflake_connection(env: dict):
     auth = {k: dg.EnvVar(v) for k, v in optional.items() if env.get(v)}
     if not env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
-    # Non-secret endpoint overrides (PrivateLink hosts, a local test server).
+    # Non-secret endpoint overrides (PrivateLink hosts, a local test server) and the connector's
+    # network timeout in seconds (how long one request is retried; the connector's default
+    # retries a failing request for many minutes).
     endpoint = {
-        k: int(env[v]) if k == "port" else env[v]
+        k: int(env[v]) if k in ("port", "network_timeout") else env[v]
         for k, v in (
             ("host", "SNOWFLAKE_HOST"),
             ("port", "SNOWFLAKE_PORT"),
             ("protocol", "SNOWFLAKE_PROTOCOL"),
+            ("network_timeout", "SNOWFLAKE_NETWORK_TIMEOUT"),
         )
         if env.get(v)
     }

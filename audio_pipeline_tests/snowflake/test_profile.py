@@ -112,6 +112,8 @@ def test_no_secret_in_logs_metadata_or_errors(fakesnow_server, monkeypatch, tmp_
         "SNOWFLAKE_HOST": fakesnow_server["host"],
         "SNOWFLAKE_PORT": str(fakesnow_server["port"]),
         "SNOWFLAKE_PROTOCOL": "http",
+        # fakesnow answers DESCRIBE COMPUTE POOL with HTTP 500, which the connector retries
+        "SNOWFLAKE_NETWORK_TIMEOUT": "5",
         "AUDIO_PIPELINE_HOME": str(tmp_path / "home"),
     }
     for k, v in env.items():
