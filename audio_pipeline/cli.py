@@ -203,10 +203,17 @@ def demo(subset: str, model: str | None, engine: str | None, debug: bool = False
     )
     print("[2/3] transcription_compute_pool")
     pool = run("transcription_compute_pool", None)
-    print(
-        f"      {_value(pool, 'address')}: {_value(pool, 'nodes')} node(s), "
-        f"{_value(pool, 'cpus')} CPU, {_value(pool, 'gpus')} GPU"
-    )
+    if _value(pool, "nodes") is not None:  # a Ray cluster
+        print(
+            f"      {_value(pool, 'address')}: {_value(pool, 'nodes')} node(s), "
+            f"{_value(pool, 'cpus')} CPU, {_value(pool, 'gpus')} GPU"
+        )
+    else:  # a Snowflake compute pool
+        print(
+            f"      {_value(pool, 'address')}: {_value(pool, 'state')}, "
+            f"{_value(pool, 'min_nodes')}-{_value(pool, 'max_nodes')} "
+            f"{_value(pool, 'instance_family')} node(s)"
+        )
     batch = librispeech_batch_key(subset)
     print(f"[3/3] transcripts[{batch}]")
     ops = {k: v for k, v in {"model": model, "engine": engine}.items() if v}
@@ -215,7 +222,10 @@ def demo(subset: str, model: str | None, engine: str | None, debug: bool = False
     wall = time.perf_counter() - started
     compute = resources["compute"]
     model_id = model_id_for(model or compute.default_model)
-    report = resources["store"].batch_report([batch], model_id)
+    # Outside a run, a resource's EnvVar settings resolve only through its own initialization.
+    with resources["store"].process_config_and_initialize_cm() as store:
+        report = store.batch_report([batch], model_id)
+        table = store.describe()
     if _value(meta, "status") == "cached":
         print(f"      nothing to transcribe: every file already has a transcript for {model_id}")
     else:
@@ -233,7 +243,7 @@ def demo(subset: str, model: str | None, engine: str | None, debug: bool = False
         print(f"  job x-real-time    {_value(meta, 'x_real_time')}")
     if report.wer is not None:
         print(f"  WER                {report.wer * 100:.2f} % over {report.wer_files} files")
-    print(f"  table              {resources['store'].describe()} (transcripts)")
+    print(f"  table              {table} (transcripts)")
     print("Sample rows:")
     for row in report.samples[:3]:
         print(f"  {row['file_path']}\n    hyp: {row['text']}\n    ref: {row['reference']}")

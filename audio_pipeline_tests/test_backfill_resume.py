@@ -137,7 +137,7 @@ def test_killed_job_keeps_its_rows_and_the_rerun_does_the_rest(home, instance, r
     )
     assert rerun.success
     meta = rerun.asset_materializations_for_node("transcripts")[0].metadata
-    assert meta["files"].value == 22 - len(before)
+    assert meta["transcribed_now"].value == 22 - len(before)
     after = {
         r[0]: r[1:]
         for r in res["store"].query(

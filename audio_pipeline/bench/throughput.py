@@ -387,7 +387,7 @@ def run(args) -> dict:
         if "seed_style" in variants:
             resolve_model(args.model, "transformers", work)
         compute.ensure_pool()  # a warm head, as transcription_compute_pool leaves it
-        head_pid = int(compute.pid_file.read_text())
+        head_pid = int(compute.head.pid_file.read_text())
         idle_ray_mb = MemorySampler([head_pid]).sample() / 1024  # before any job
         spec = {
             "files": [f.__dict__ for f in files],

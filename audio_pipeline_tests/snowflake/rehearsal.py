@@ -65,6 +65,7 @@ def main() -> int:
                 "SNOWFLAKE_HOST": "127.0.0.1",
                 "SNOWFLAKE_PORT": str(account.port),
                 "SNOWFLAKE_PROTOCOL": "http",
+                "SNOWFLAKE_NETWORK_TIMEOUT": "30",  # fail, never retry for minutes
             }
         )
         os.environ.pop("DAGSTER_HOME", None)  # an ephemeral instance: nothing left behind
