@@ -8,7 +8,7 @@ from .assets.transcripts import transcripts
 from .profiles import resources_for, sensor_interval_s
 from .sensors import (
     build_new_stage_files_sensor,
-    stop_orphaned_ray_jobs,
+    build_stop_orphaned_jobs_sensor,
     transcribe_new_files,
     transcribe_new_files_schedule,
 )
@@ -17,12 +17,13 @@ ASSETS = [librispeech_audio, transcription_compute_pool, transcripts]
 
 
 def build_definitions(resources: dict | None = None, sensor_interval: int | None = None):
+    interval = sensor_interval or sensor_interval_s()
     return dg.Definitions(
         assets=ASSETS,
         jobs=[transcribe_new_files],
         sensors=[
-            build_new_stage_files_sensor(sensor_interval or sensor_interval_s()),
-            stop_orphaned_ray_jobs,
+            build_new_stage_files_sensor(interval),
+            build_stop_orphaned_jobs_sensor(interval),
         ],
         schedules=[transcribe_new_files_schedule],
         resources=resources or resources_for(),

@@ -5,6 +5,7 @@ Really started: `dagster dev` with the dagster.yaml that `make dev` writes (run 
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from audio_pipeline.run_launcher import run_worker_pid, write_instance_yaml
 
 from .conftest import free_port
 from .test_backfill_resume import stage_sample
+from .test_realspeech import TREE as REALSPEECH
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,9 @@ def test_a_killed_run_is_marked_failed_and_its_ray_job_stopped(tmp_path, ray_com
         config.read_text().replace("poll_interval_seconds: 30", "poll_interval_seconds: 5")
     )
     stage_sample(home)
+    # more audio, so that the job is still running when the sensor stops it
+    for flac in sorted(REALSPEECH.glob("*/*/*.flac")):
+        shutil.copyfile(flac, home / "stage" / "drop" / flac.name)
     env = os.environ | {
         "AUDIO_PIPELINE_HOME": str(home),
         "DAGSTER_HOME": str(dagster_home),
@@ -96,7 +101,11 @@ def test_a_killed_run_is_marked_failed_and_its_ray_job_stopped(tmp_path, ray_com
         # Dagster's run monitoring) depends on timing; either way the run is failed.
 
         def stopped():
-            return client.get_job_status(job.submission_id) == JobStatus.STOPPED
+            status = client.get_job_status(job.submission_id)
+            assert status in (JobStatus.RUNNING, JobStatus.STOPPED), (
+                f"the orphaned Ray job ended {status} before it was stopped"
+            )
+            return status == JobStatus.STOPPED
 
         wait_for("the Ray job stopped", stopped, 120, log_path)
     finally:

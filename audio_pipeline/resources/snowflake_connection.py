@@ -8,6 +8,7 @@ put in metadata or in exception text (connector errors are re-raised without con
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -109,6 +110,9 @@ class SnowflakeConnection(dg.ConfigurableResource):
                     session.connection.close()
                 except Exception:
                     pass
+            # Snowpark closes every session again at interpreter exit and retries without end
+            # when the account cannot be reached then: never let that hold a process open.
+            atexit.unregister(session._close_at_exit)  # noqa: SLF001
 
     def describe(self) -> str:
         return f"{self.database}.{self.schema_name}"

@@ -15,6 +15,8 @@ from dagster_snowflake import SnowflakeResource
 from audio_pipeline import snowflake_sql
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 
+from . import fakesnow_http
+
 SECRET = "pl4nted-Sekret-9f3b"  # planted as the password: must appear in no log or metadata
 
 _counter = itertools.count()
@@ -23,11 +25,9 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def fakesnow_server():
     """Connection kwargs of a fakesnow server started for this test session."""
-    import fakesnow
-
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    with fakesnow.server() as kwargs:
+    with fakesnow_http.server() as kwargs:
         yield kwargs
 
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import grammar
+from . import fakesnow_http, grammar
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,8 @@ class EmulatedAccount:
                 return Response(status_code=404)
             return FileResponse(target)
 
-        routes = [r for r in fs.routes if r.path != "/queries/v1/query-request"]
+        routes = fakesnow_http.routes(replace_query=False)  # the login answer fakesnow lacks
+        routes = [r for r in routes if r.path != "/queries/v1/query-request"]
         routes += [
             Route("/queries/v1/query-request", query, methods=["POST"]),
             Route("/telemetry/send", telemetry, methods=["POST"]),

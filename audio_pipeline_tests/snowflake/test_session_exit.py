@@ -1,0 +1,59 @@
+"""A process that used a Snowpark session exits once its work is done, whatever the account does.
+
+Snowpark closes every session again at interpreter exit and, when the account cannot be reached
+by then, retries without end: CI once waited 90 minutes on a finished pytest for that reason.
+Both cases run in a child process against a real fakesnow server (the SQL/REST layer) with the
+real connector and Snowpark above it.
+"""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from audio_pipeline_tests.snowflake import fakesnow_http
+    from dagster_snowflake import SnowflakeResource
+    from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
+
+    patched = sys.argv[1] == "patched"
+    if patched:
+        server = fakesnow_http.server()
+    else:  # fakesnow as it ships: no master token, so the connector cannot log out
+        import fakesnow
+        server = fakesnow.server()
+    with server as kwargs:
+        resource = SnowflakeResource(  # no network_timeout: the connector's default
+            account=kwargs["account"], user=kwargs["user"], password=kwargs["password"],
+            additional_snowflake_connection_args={
+                k: kwargs[k] for k in ("host", "port", "protocol", "session_parameters")
+            },
+        )
+        connection = SnowflakeConnection(resource=resource, database="D", schema_name="S")
+        with connection.snowpark_session() as session:
+            assert session.sql("select 41 + 1").collect()[0][0] == 42
+        print("closed:", session._conn.is_closed(), flush=True)
+    print("server stopped", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("server", ["patched", "as-shipped"])
+def test_the_process_exits_after_the_account_is_gone(server):
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, server],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,  # the defect this guards against never exits
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "server stopped" in proc.stdout
+    if server == "patched":  # the emulated account logs out as Snowflake does
+        assert "closed: True" in proc.stdout
