@@ -168,7 +168,11 @@ def snowflake_resources(env: dict) -> dict:
     return {
         "stage": SnowflakeStage(connection=connection),
         "store": SnowflakeStore(connection=connection),
-        "compute": SnowflakeMLJobCompute(connection=connection),
+        "compute": SnowflakeMLJobCompute(
+            connection=connection,
+            # nodes per transcription job (the pool's MAX_NODES bounds it)
+            target_instances=int(env.get("AUDIO_PIPELINE_JOB_NODES", "5")),
+        ),
         "librispeech_source": LibriSpeechSource(
             mirror=env.get("LIBRISPEECH_MIRROR") or OPENSLR_BASE_URL,
             work_dir=str(home / "librispeech"),

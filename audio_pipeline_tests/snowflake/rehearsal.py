@@ -21,6 +21,11 @@ SECRET_FREE_PASSWORD = "emulated"  # the emulated account accepts any login
 
 def main() -> int:
     warnings.filterwarnings("ignore")
+    import logging
+
+    # the emulated account's own request log is not part of what a user reads
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "fakesnow", "fakesnow.server"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import dagster as dg
@@ -66,6 +71,7 @@ def main() -> int:
                 "SNOWFLAKE_PORT": str(account.port),
                 "SNOWFLAKE_PROTOCOL": "http",
                 "SNOWFLAKE_NETWORK_TIMEOUT": "30",  # fail, never retry for minutes
+                "AUDIO_PIPELINE_JOB_NODES": "3",  # the three nodes started above
             }
         )
         os.environ.pop("DAGSTER_HOME", None)  # an ephemeral instance: nothing left behind
@@ -81,7 +87,9 @@ def main() -> int:
         event = instance.get_latest_materialization_event(dg.AssetKey("transcripts"))
         meta = event.asset_materialization.metadata if event else {}
         print("Metadata reported by the ML Job through Pipes:")
-        for key in ("files", "ok", "errors", "nodes", "actors", "wer", "snowflake_ml_job_id"):
+        keys = ("files", "transcribed_now", "ok", "errors", "nodes", "expected_nodes", "actors",
+                "wer_percent", "x_real_time", "snowflake_ml_job_id")  # fmt: skip
+        for key in keys:
             if key in meta:
                 print(f"  {key:<20} {getattr(meta[key], 'value', meta[key])}")
         print("Checks:")
