@@ -82,8 +82,13 @@ def cancel_all_answer() -> dict:
 
 def routes(replace_query: bool = True) -> list:
     """fakesnow's routes with the login (and, unless told not to, the query endpoint) above."""
+    import logging
+
     import fakesnow.server as fs
     from starlette.routing import Route
+
+    # fakesnow logs every login and upload at INFO (it sets that level on import): too chatty
+    logging.getLogger("fakesnow.server").setLevel(logging.WARNING)
 
     replaced = {"/session/v1/login-request"} | (
         {"/queries/v1/query-request"} if replace_query else set()

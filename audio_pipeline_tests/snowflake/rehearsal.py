@@ -101,6 +101,8 @@ def main() -> int:
             if evaluation is not None:
                 checks += 1
                 print(f"  {name:<20} {'passed' if evaluation.passed else 'FAILED'}")
+            elif records:  # planned, no result: nothing to measure (e.g. no references)
+                print(f"  {name:<20} skipped (not applicable)")
             else:
                 print(f"  {name:<20} not reported")
         jobs = list(account.jobs.values())
