@@ -99,6 +99,8 @@ def profile_stages(files, threads: int) -> dict[str, float]:
         batch = {
             "file_path": np.array([files[i].stage_path for i in idx], dtype=object),
             "batch_key": np.array(["b"] * len(idx), dtype=object),
+            "content_version": np.ones(len(idx), dtype=np.int64),
+            "content_md5": np.array([""] * len(idx), dtype=object),
             "pcm": np.array([pcm[i].tobytes() for i in idx], dtype=object),
             "duration_s": np.array([durations[i] for i in idx]),
             "rms_dbfs": np.array([-20.0] * len(idx)),
