@@ -193,7 +193,7 @@ def run_pipeline(spec: dict) -> dict:
             for f in files
         ]
     )
-    config = {"force": True, "model": spec["model"]}
+    config = {"force": True, "model": spec["model"]} | spec.get("pipeline_config", {})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(transcript_batches.name, [BATCH_KEY])
         started = time.perf_counter()
@@ -394,6 +394,7 @@ def run(args) -> dict:
             "work": str(work),
             "ray_address": compute.dashboard_url,
             "model": args.model,
+            "pipeline_config": json.loads(args.pipeline_config),
             "compute": {
                 "home": compute.home,
                 "gcs_port": compute.gcs_port,
@@ -482,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=None, help="use only the first N files")
     parser.add_argument("--min-minutes", type=float, default=10.0)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--pipeline-config",
+        default="{}",
+        help="the pipeline variant's transcripts config, JSON (e.g. '{\"actors\": 2}')",
+    )
     parser.add_argument("--object-store-mb", type=int, default=512)
     parser.add_argument("--model", default=MODEL, help="model reference (seed_style: English-only)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
