@@ -222,9 +222,6 @@ def build_stop_orphaned_jobs_sensor(minimum_interval_s: int = 30):
     return stop_orphaned_ray_jobs
 
 
-stop_orphaned_ray_jobs = build_stop_orphaned_jobs_sensor()
-
-
 @dg.schedule(
     name="transcribe_new_files_schedule",
     cron_schedule="0 * * * *",

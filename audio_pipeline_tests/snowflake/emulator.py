@@ -433,8 +433,8 @@ class EmulatedAccount:
                 return Response(status_code=404)
             return FileResponse(target)
 
-        routes = fakesnow_http.routes(replace_query=False)  # the login answer fakesnow lacks
-        routes = [r for r in routes if r.path != "/queries/v1/query-request"]
+        # fakesnow's routes with the login answer it lacks; the query endpoint is ours (below)
+        routes = [r for r in fakesnow_http.routes() if r.path != "/queries/v1/query-request"]
         routes += [
             Route("/queries/v1/query-request", query, methods=["POST"]),
             Route("/telemetry/send", telemetry, methods=["POST"]),

@@ -80,8 +80,8 @@ def cancel_all_answer() -> dict:
     }
 
 
-def routes(replace_query: bool = True) -> list:
-    """fakesnow's routes with the login (and, unless told not to, the query endpoint) above."""
+def routes() -> list:
+    """fakesnow's routes with the login and the query endpoint above."""
     import logging
 
     import fakesnow.server as fs
@@ -90,13 +90,10 @@ def routes(replace_query: bool = True) -> list:
     # fakesnow logs every login and upload at INFO (it sets that level on import): too chatty
     logging.getLogger("fakesnow.server").setLevel(logging.WARNING)
 
-    replaced = {"/session/v1/login-request"} | (
-        {"/queries/v1/query-request"} if replace_query else set()
-    )
+    replaced = {"/session/v1/login-request", "/queries/v1/query-request"}
     out = [r for r in fs.routes if r.path not in replaced]
     out.append(Route("/session/v1/login-request", login, methods=["POST"]))
-    if replace_query:
-        out.append(Route("/queries/v1/query-request", query, methods=["POST"]))
+    out.append(Route("/queries/v1/query-request", query, methods=["POST"]))
     return out
 
 
