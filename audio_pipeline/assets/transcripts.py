@@ -51,6 +51,12 @@ class TranscriptsConfig(dg.Config):
     )
     actors: int | None = Field(default=default(JobSettings, "actors"), ge=1)
     threads_per_actor: int | None = Field(default=default(JobSettings, "threads_per_actor"), ge=1)
+    calls_per_actor: int | None = Field(
+        default=default(JobSettings, "calls_per_actor"),
+        ge=1,
+        description="batches one actor transcribes at once, its threads shared between them "
+        "(ctranslate2 only); default: one per thread on CPU, one on GPU",
+    )
     max_file_mb: int = Field(default=default(JobSettings, "max_file_bytes") // MIB, ge=1)
     stall_timeout_s: float | None = Field(
         default=default(JobSettings, "stall_timeout_s"),
@@ -160,6 +166,7 @@ def transcripts(
         run_id=context.run_id,
         actors=config.actors,
         threads_per_actor=config.threads_per_actor,
+        calls_per_actor=config.calls_per_actor,
         max_file_bytes=config.max_file_mb * MIB,
         stall_timeout_s=config.stall_timeout_s,
         checks=config.thresholds(),
@@ -180,7 +187,7 @@ def transcripts(
 
 # What a job reports about itself; its file counts, WER and preview are per partition instead.
 JOB_FIGURES = ("wall_seconds", "x_real_time", "model_id", "engine", "nodes", "actors")
-JOB_FIGURES += ("threads_per_actor", "expected_nodes")
+JOB_FIGURES += ("threads_per_actor", "calls_per_actor", "expected_nodes")
 
 
 def partition_metadata(report: BatchReport, transcribed_now: int) -> dict:

@@ -422,8 +422,11 @@ def run(args) -> dict:
                 Path(args.partial_out).write_text(json.dumps(partial, indent=2) + "\n")
     finally:
         compute.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        if getattr(args, "keep_work", False):
+            print(f"kept {work} and {ray_tmp}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     return summarize(results, files, tree, audio_s, args, idle_ray_mb)
 
 
@@ -489,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the pipeline variant's transcripts config, JSON (e.g. '{\"actors\": 2}')",
     )
     parser.add_argument("--object-store-mb", type=int, default=512)
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep the work dir (each variant's log)"
+    )
     parser.add_argument("--model", default=MODEL, help="model reference (seed_style: English-only)")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)

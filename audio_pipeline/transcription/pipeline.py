@@ -23,7 +23,7 @@ import numpy as np
 
 from . import quality
 from .audio import SILENCE_DBFS, decode_audio
-from .engine import DecodingOptions, Transcription, load_engine
+from .engine import ENGINES, DecodingOptions, Transcription, load_engine
 from .settings import JobSettings
 from .sinks import PendingFile, open_sink
 from .sources import open_source
@@ -97,6 +97,7 @@ class JobSummary:
     engine: str = ""
     actors: int = 0
     threads_per_actor: int = 0
+    calls_per_actor: int = 0
     nodes: int = 0
     expected_nodes: int | None = None
     error_samples: list[str] = field(default_factory=list)
@@ -114,7 +115,7 @@ class JobSummary:
     def metadata(self) -> dict:
         """Plain values for the materialization (no preview, no checks)."""
         keys = ("files", "ok", "errors", "flagged", "nodes", "actors", "threads_per_actor")
-        keys += ("wer_files",)
+        keys += ("calls_per_actor", "wer_files")
         meta = {k: getattr(self, k) for k in keys}
         meta |= {
             "audio_seconds": round(self.audio_s, 2),
@@ -199,8 +200,11 @@ class Transcriber:
         run_id: str,
         threads: int | None = None,
         revision: str | None = None,
+        calls: int = 1,
     ):
-        self.engine = load_engine(engine, model_path, options, threads=threads, revision=revision)
+        self.engine = load_engine(
+            engine, model_path, options, threads=threads, revision=revision, workers=calls
+        )
         self.model_id = model_id
         self.run_id = run_id
 
@@ -298,6 +302,24 @@ def plan_actors(
     return n, threads, 0
 
 
+def plan_calls(engine: str, gpus: int, threads: int, calls: int | None) -> tuple[int, int]:
+    """(calls at once per actor, threads per call).
+
+    On CPU, ctranslate2 runs one single-threaded call per thread of the actor, each on its own
+    model replica (weights shared): ``make bench`` measured CTranslate2 scaling better over
+    concurrent calls than over threads within one call (README, "Throughput"). On GPU, and for
+    engines that are not thread-safe, one call uses all the actor's threads.
+    """
+    concurrent = ENGINES[engine].concurrent if engine in ENGINES else False
+    if calls:
+        if calls > 1 and not concurrent:
+            raise ValueError(f"calls_per_actor > 1 needs the ctranslate2 engine, not {engine!r}")
+        return calls, max(1, threads // calls)
+    if concurrent and not gpus and threads > 1:
+        return threads, 1
+    return 1, threads
+
+
 def actor_cpus(cpus: float, actors: int) -> float:
     """Logical CPUs one Whisper actor asks for: at most 1, and no more than its share of the
     cluster, so that any number of actors can be placed. Decode tasks ask for none: however
@@ -338,10 +360,16 @@ def expected_nodes_from_env() -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def rows_per_call(settings: JobSettings) -> int:
-    """Clips handed to one actor call: more when packing, so that windows fill up."""
+def rows_per_call(settings: JobSettings, files: int | None = None, slots: int = 1) -> int:
+    """Clips handed to one actor call: more when packing, so that windows fill up; fewer when
+    ``files`` would otherwise leave some of the ``slots`` (actors x calls at once) idle at the
+    end: each slot gets about four calls, never fewer than ``batch_size`` clips each."""
+    bs = settings.decoding.batch_size
     packing = settings.engine == "ctranslate2" and settings.decoding.pack
-    return settings.decoding.batch_size * (PACK_ROWS_FACTOR if packing else 1)
+    rows = bs * (PACK_ROWS_FACTOR if packing else 1)
+    if files:
+        rows = min(rows, max(bs, math.ceil(files / (4 * max(1, slots)))))
+    return rows
 
 
 @dataclass
@@ -352,6 +380,7 @@ class Plan:
     nodes: int
     expected_nodes: int | None
     rows: int = 0
+    calls: int = 1
 
 
 def transcribe_files(
@@ -388,14 +417,18 @@ def transcribe_files(
         expected_nodes=expected,
     )
     actors = max(1, min(actors, math.ceil(len(files) / max(1, settings.decoding.batch_size))))
+    calls, call_threads = plan_calls(settings.engine, gpus, threads, settings.calls_per_actor)
     log_fn(
         f"cluster: {nodes} node(s)"
         + (f" of {expected} expected" if expected else "")
         + f", {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU; "
-        f"{actors} Whisper actor(s) x {threads} thread(s), {gpus} GPU each"
+        f"{actors} Whisper actor(s) x {threads} thread(s)"
+        + (f" ({calls} calls at once x {call_threads} thread(s))" if calls > 1 else "")
+        + f", {gpus} GPU each"
     )
-    # Similar sizes batch together: fewer padded frames per generate call.
-    ordered = sorted(files, key=lambda f: f.size_bytes)
+    # Similar sizes batch together (fewer padded frames per generate call), largest first: the
+    # last calls, which may leave actors idle, are the shortest.
+    ordered = sorted(files, key=lambda f: f.size_bytes, reverse=True)
     items = [
         {"file_path": f.file_path, "batch_key": f.batch_key, "content_version": f.content_version}
         for f in ordered
@@ -407,7 +440,9 @@ def transcribe_files(
         batch_size=settings.decode_batch_size,
         batch_format="numpy",
         num_cpus=0,  # see actor_cpus: decoding never waits for CPUs held by actors
-        compute=ray.data.TaskPoolStrategy(size=max(2, 2 * actors)),
+        # Decoding is cheap next to Whisper on CPU (about 1 % of a job): one worker per actor
+        # there (each worker is a process to start); two per GPU actor, which is faster.
+        compute=ray.data.TaskPoolStrategy(size=2 * actors if gpus else actors),
         **({"runtime_env": env} if (env := container_connection_env()) else {}),
         fn_kwargs={
             "source_spec": settings.source,
@@ -417,9 +452,16 @@ def transcribe_files(
     )
     ds = ds.map_batches(
         Transcriber,
-        batch_size=rows_per_call(settings),
+        batch_size=rows_per_call(settings, len(files), actors * calls),
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=ray.data.ActorPoolStrategy(
+            size=actors,
+            **(
+                {"max_concurrent_calls_per_actor": calls, "enable_true_multi_threading": True}
+                if calls > 1
+                else {}
+            ),
+        ),
         num_gpus=gpus,
         num_cpus=actor_cpus(resources.get("CPU", 1), actors),
         fn_constructor_kwargs={
@@ -428,11 +470,12 @@ def transcribe_files(
             "model_id": settings.model_id,
             "options": settings.decoding,
             "run_id": settings.run_id,
-            "threads": threads,
+            "threads": call_threads,
+            "calls": calls,
             "revision": settings.model_revision,
         },
     )
-    plan = Plan(actors, threads, gpus, nodes, expected)
+    plan = Plan(actors, threads, gpus, nodes, expected, calls=calls)
     plan.rows = _drain(
         ds,
         on_rows,
@@ -536,6 +579,7 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     with Progress(len(files), log_fn, settings.progress_interval_s) as progress:
         plan = transcribe_files(settings, files, on_rows, log_fn)
     summary.actors, summary.threads_per_actor = plan.actors, plan.threads
+    summary.calls_per_actor = plan.calls
     summary.nodes, summary.expected_nodes = plan.nodes, plan.expected_nodes
     summary.wall_s = time.perf_counter() - started
     summary.wer = quality.corpus_wer(pairs)

@@ -34,6 +34,7 @@ class JobSettings:
     run_id: str = "manual"
     actors: int | None = None
     threads_per_actor: int | None = None
+    calls_per_actor: int | None = None
     max_file_bytes: int = 512 * MIB
     max_duration_s: float = 4 * 3600.0
     decode_batch_size: int = 4
