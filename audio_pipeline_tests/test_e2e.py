@@ -88,6 +88,19 @@ def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_comput
         "SELECT count(*), count(DISTINCT (file_path, model_id)) FROM transcripts"
     ) == [(23, 23)]
 
+    # The checks alone (the UI's "Execute checks", unpartitioned): evaluated from the table over
+    # every batch, no job, no new materialization.
+    job = dg.define_asset_job(
+        "transcript_checks", selection=dg.AssetSelection.checks_for_assets("transcripts")
+    )
+    defs = dg.Definitions(assets=ASSETS, jobs=[job], resources=res)
+    checks_only = defs.resolve_job_def("transcript_checks").execute_in_process(instance=instance)
+    assert checks_only.success
+    assert not checks_only.asset_materializations_for_node("transcripts")
+    evaluations = {c.check_name: c for c in checks_only.get_asset_check_evaluations()}
+    assert set(evaluations) == {"completeness", "error_rate", "wer", "hallucinations"}
+    assert evaluations["wer"].metadata["wer_percent"].value == meta["wer_percent"]
+
     retry = materialize(
         "transcripts", res, instance, "librispeech-sample", config={"retry_errors": True}
     )

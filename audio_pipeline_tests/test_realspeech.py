@@ -172,3 +172,22 @@ def test_bench_runs_on_three_real_files_and_writes_its_results(tmp_path):
         assert v["peak_memory_mb"] > 50 and len(v["walls_s"]) == 1, name
     assert set(report["ratios"]) == {"pipeline_over_faster_whisper", "pipeline_over_seed_style"}
     assert report["ray_head_idle_mb"] > 0
+
+
+@pytest.mark.slow
+@needs_realspeech
+def test_bench_profile_runs_on_three_real_files_and_accounts_for_the_job(tmp_path):
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, "-m", "audio_pipeline.bench.profile", "--files", "3"]
+    cmd += ["--corpus", str(TREE), "--out", str(out)]
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    stages = report["stages_s"]
+    assert report["files"] == 3 and report["calls_at_once"] >= 1
+    for stage in ("read + decode", "features", "encoder", "decoder", "MERGE into DuckDB"):
+        assert stage in stages, stage
+    assert stages["encoder"] > 0 and stages["model load"] > 0
+    # Every second of the job is in one stage or another, and no more than the job took.
+    assert abs(sum(stages.values()) - report["job_wall_s"]) < 0.05 * report["job_wall_s"] + 0.1

@@ -1,12 +1,14 @@
 """``make bench-profile``: where the time of one transcription job goes, on real speech.
 
 Runs the stages of the payload in this process on the bench corpus, with the actor's settings
-(ctranslate2, tiny.en int8, defaults of ``transcripts``, one actor, ``plan_actors`` threads),
-timing each: read + decode, resample, log-mel features, encoder, decoder, the clips redone by
-faster-whisper's loop, rows MERGEd into DuckDB. Then it runs the same files as one real job
-(``pipeline`` variant of :mod:`.throughput`) and reports the rest of its wall time as job
-overhead: submission, driver start and ``ray.init``, actor start and model load, Ray Data
-scheduling and the hand-over of blocks. Writes ``bench/profile.json``.
+(ctranslate2, tiny.en int8, defaults of ``transcripts``, one actor, the threads of one of its
+concurrent calls, the same calls one after another), timing each: read + decode, resample,
+log-mel features, encoder, decoder, the clips redone by faster-whisper's loop, rows MERGEd into
+DuckDB; the job runs that many calls at once, so each stage counts for its seconds / calls.
+Then it runs the same files as one real job (``pipeline`` variant of :mod:`.throughput`) and
+reports the rest of its wall time as job overhead: submission, driver start and ``ray.init``,
+actor start and model load, Ray Data scheduling and the hand-over of blocks. Writes
+``bench/profile.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from .throughput import build_corpus, corpus_dir
 
 
-def profile_stages(files, threads: int) -> dict[str, float]:
+def profile_stages(files, threads: int, slots: int = 1) -> dict[str, float]:
     import numpy as np
     import soundfile as sf
 
@@ -90,8 +92,8 @@ def profile_stages(files, threads: int) -> dict[str, float]:
     from ..transcription.pipeline import JobSettings
 
     settings = JobSettings(["b"], "bundled:tiny.en", "ctranslate2", "", {}, {})
-    per_call = rows_per_call(settings)
-    order = sorted(range(len(files)), key=lambda i: len(pcm[i]))
+    per_call = rows_per_call(settings, len(files), slots)
+    order = sorted(range(len(files)), key=lambda i: len(pcm[i]), reverse=True)
     rows = []
     started = time.perf_counter()
     for s in range(0, len(order), per_call):
@@ -125,7 +127,7 @@ def profile_stages(files, threads: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..transcription.pipeline import plan_actors
+    from ..transcription.pipeline import plan_actors, plan_calls
     from . import throughput
 
     parser = argparse.ArgumentParser(prog="python -m audio_pipeline.bench.profile")
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     files = build_corpus(corpus_dir(args.corpus), 0, args.files)
     audio_s = sum(f.duration_s for f in files)
     _, threads, _ = plan_actors(os.cpu_count() or 1, 0, None, None)
-    stages = profile_stages(files, threads)
+    calls, call_threads = plan_calls("ctranslate2", 0, threads, None)
+    stages = profile_stages(files, call_threads, calls)
     job = throughput.run(
         argparse.Namespace(
             corpus=args.corpus,
@@ -147,12 +150,15 @@ def main(argv: list[str] | None = None) -> int:
             object_store_mb=512,
             model="bundled:tiny.en",
             partial_out=None,
+            pipeline_config="{}",
+            keep_work=False,
         )
     )["variants"]["pipeline"]
     wall = job["median_wall_s"]
     in_job = job.get("job_wall_s") or wall
-    work = sum(stages.values()) - stages["model load"]
-    breakdown = dict(stages)
+    # The job runs `calls` of these calls at once: its wall time holds 1/calls of their seconds.
+    work = (sum(stages.values()) - stages["model load"]) / calls
+    breakdown = {k: v if k == "model load" else v / calls for k, v in stages.items()}
     breakdown["submission + Pipes (outside the job's own clock)"] = max(0.0, wall - in_job)
     breakdown["driver start, ray.init, actor start, Ray Data scheduling (rest)"] = max(
         0.0, in_job - work - stages["model load"]
@@ -161,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         "files": len(files),
         "audio_s": round(audio_s, 2),
         "job_wall_s": wall,
+        "calls_at_once": calls,
+        "threads_per_call": call_threads,
         "stages_s": {k: round(v, 2) for k, v in breakdown.items()},
-        "note": "stages timed in one process; the rest is the job's wall time minus them",
+        "note": "stages timed in one process, call after call, divided by the calls the job "
+        "runs at once; the rest is the job's wall time minus them",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

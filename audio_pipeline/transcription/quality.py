@@ -108,9 +108,6 @@ class CheckOutcome:
     metadata: dict
 
 
-NOT_APPLICABLE = "not applicable: no file of these partitions has a reference transcript"
-
-
 CHECK_NAMES = ("completeness", "error_rate", "wer", "hallucinations")
 
 
@@ -122,8 +119,8 @@ def percent(fraction: float) -> float:
 def evaluate_checks(report: BatchReport, thresholds: CheckThresholds) -> list[CheckOutcome]:
     """The asset checks of ``transcripts``, computed from a batch report.
 
-    Where no file has a reference transcript, ``wer`` has nothing to measure: it passes and its
-    metadata says so (Dagster requires a result for every check declared on the step).
+    Where no file has a reference transcript, ``wer`` has nothing to measure and no outcome:
+    the check gets no result, which Dagster shows as skipped (not passed).
     """
     files = max(report.files, 1)
     error_rate = report.errors / files
@@ -172,12 +169,5 @@ def evaluate_checks(report: BatchReport, thresholds: CheckThresholds) -> list[Ch
                 "max_wer_percent": percent(thresholds.max_wer),
             },
         )
-    else:
-        wer = CheckOutcome(
-            "wer",
-            True,
-            "WARN",
-            {"evaluated": NOT_APPLICABLE, "files_with_references": 0},
-        )
-    outcomes.insert(2, wer)
+        outcomes.insert(2, wer)
     return outcomes
