@@ -61,31 +61,3 @@ def test_an_uncaught_traceback_without_pipes_still_yields_the_exception_line():
 def test_noise_lines():
     assert is_noise("2026 WARNING __init__.py:28 -- Progress bars disabled. To enable, set `x`")
     assert not is_noise("progress: 10/22 files")
-
-
-def test_the_ray_log_tail_stops_at_the_payloads_closed_message():
-    """Ray's job agent keeps the tail open for seconds after the job ends; the reader stops at
-    Pipes' "closed", the last message that matters. The client below is Ray's HTTP tail (the
-    lowest layer), fed the lines a job prints."""
-    import asyncio
-
-    from audio_pipeline.resources.compute.local_ray import _QuietJobLogs
-
-    closed_after = []
-
-    class RayTail:
-        async def tail_job_logs(self, job_id):
-            try:
-                yield pipes_line("opened", {"extras": {}})
-                yield "progress\n" + pipes_line("closed", {}) + "\nshutting down"
-                yield "never read"
-            finally:
-                closed_after.append(job_id)  # the websocket is closed, not left open
-
-    async def read():
-        return [chunk async for chunk in _QuietJobLogs(RayTail()).tail_job_logs("job-1")]
-
-    chunks = asyncio.run(read())
-    assert len(chunks) == 2 and '"closed"' in chunks[1]
-    assert "never read" not in "".join(chunks)
-    assert closed_after == ["job-1"]

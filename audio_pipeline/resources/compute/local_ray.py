@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -204,18 +203,8 @@ class _QuietJobLogs:
         return getattr(self._client, name)
 
     async def tail_job_logs(self, job_id: str):
-        # Ray's job agent closes the tail a few seconds after the job ends (it polls the log
-        # file and the job's status once a second); the payload's Pipes "closed" message is
-        # the last one that matters, so the tail stops there and the step need not wait.
-        async with contextlib.aclosing(self._client.tail_job_logs(job_id)) as tail:
-            async for chunk in tail:
-                lines = [line for line in chunk.split("\n") if not job_logs.is_noise(line)]
-                yield "\n".join(lines)
-                if any(
-                    (m := job_logs.pipes_message(line)) and m.get("method") == "closed"
-                    for line in lines
-                ):
-                    return
+        async for chunk in self._client.tail_job_logs(job_id):
+            yield "\n".join(line for line in chunk.split("\n") if not job_logs.is_noise(line))
 
 
 class QuietRayJobMessageReader(PipesRayJobMessageReader):
