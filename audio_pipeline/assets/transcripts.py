@@ -224,8 +224,8 @@ def _allow_unreported_checks(context) -> None:
     A Pipes session marks the step as one whose every selected output must be yielded; the
     payload's results have all been read by now, so the step goes back to Dagster's default,
     where an optional check output left out is recorded as skipped. Dagster has no public way
-    to say this, hence the private attribute (``test_wer_check_without_references_is_skipped``
-    fails if a Dagster upgrade moves it).
+    to say this, hence the private attribute (``test_bad_input``, which asserts ``wer`` resolves
+    SKIPPED, fails if a Dagster upgrade moves it).
     """
     step = context.op_execution_context._step_execution_context
     if not hasattr(step, "_requires_typed_event_stream"):

@@ -422,7 +422,7 @@ def run(args) -> dict:
                 Path(args.partial_out).write_text(json.dumps(partial, indent=2) + "\n")
     finally:
         compute.stop()
-        if getattr(args, "keep_work", False):
+        if args.keep_work:
             print(f"kept {work} and {ray_tmp}")
         else:
             shutil.rmtree(work, ignore_errors=True)
