@@ -1,4 +1,5 @@
-"""Wheels carry the top-level ``sql/`` as ``audio_pipeline/sql_files/`` (see audio_pipeline/sql.py).
+"""Wheels carry the top-level ``sql/`` as ``audio_pipeline/transcription/sql_files/`` (see
+audio_pipeline/transcription/sql.py).
 
 Everything else is in pyproject.toml. Editable installs read ``sql/`` in place.
 """
@@ -16,7 +17,7 @@ class BuildPyWithSql(build_py):
     def run(self) -> None:
         super().run()
         if not self.editable_mode:
-            target = Path(self.build_lib) / "audio_pipeline" / "sql_files"
+            target = Path(self.build_lib) / "audio_pipeline" / "transcription" / "sql_files"
             shutil.copytree(SQL_SOURCE, target, dirs_exist_ok=True)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from . import librispeech
+from .transcription import librispeech
 
 OVERSIZE_LIMIT_MB = 64
 

@@ -179,9 +179,9 @@ def _value(meta: dict, key: str):
 
 
 def demo(subset: str, model: str | None, engine: str | None, debug: bool = False) -> int:
-    from .librispeech import LibriSpeechError, get_subset
-    from .models import model_id_for
     from .profiles import resources_for
+    from .transcription.librispeech import LibriSpeechError, get_subset
+    from .transcription.models import model_id_for
 
     try:
         get_subset(subset)

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from .librispeech import subset_names
+from .transcription.librispeech import subset_names
 
 # The catalogue, plus the subsets a local LIBRISPEECH_MIRROR folder holds beyond it.
 librispeech_subsets = dg.StaticPartitionsDefinition(

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .librispeech import OPENSLR_BASE_URL
+from .transcription.librispeech import OPENSLR_BASE_URL
 
 PROFILES = ("local", "snowflake")
 

@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from . import identifiers, snowflake_sql
+from .transcription import identifiers, snowflake_sql
 
 EGRESS_HOSTS = (
     # LibriSpeech (openslr resource 12) and its mirrors

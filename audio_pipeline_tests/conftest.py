@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from audio_pipeline.assets.ingest import LibriSpeechSource
-from audio_pipeline.librispeech import BUNDLED_ROOT
 from audio_pipeline.profiles import LocalSettings, local_resources
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
 SAMPLE_TREE = BUNDLED_ROOT / "sample"
 

@@ -5,14 +5,14 @@ import importlib.util
 import numpy as np
 import pytest
 
-from audio_pipeline.models import (
+from audio_pipeline.transcription.engine import DecodingOptions, load_engine
+from audio_pipeline.transcription.models import (
     SPLIT_MODELS,
     ModelError,
     assemble_split_model,
     model_id_for,
     resolve_model,
 )
-from audio_pipeline.transcription.engine import DecodingOptions, load_engine
 
 BASE = SPLIT_MODELS["bundled:base"]
 has_base = all(importlib.util.find_spec(p) for p in BASE.packages)

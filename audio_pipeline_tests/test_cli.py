@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from audio_pipeline.librispeech import CATALOGUE
+from audio_pipeline.transcription.librispeech import CATALOGUE
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,10 +14,10 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from audio_pipeline import librispeech
 from audio_pipeline.definitions import ASSETS
 from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.sensors import NewFilesSettings, ScanCursor, build_new_stage_files_sensor
+from audio_pipeline.transcription import librispeech
 from audio_pipeline.transcription.pipeline import decode_batch
 from audio_pipeline.transcription.sinks import DuckDBSink
 from audio_pipeline.transcription.sources import LocalFolderSource

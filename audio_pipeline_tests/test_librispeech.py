@@ -6,9 +6,9 @@ import tarfile
 import dagster as dg
 import pytest
 
-from audio_pipeline import librispeech
 from audio_pipeline.definitions import ASSETS
 from audio_pipeline.partitions import transcript_batches
+from audio_pipeline.transcription import librispeech
 
 from .conftest import SAMPLE_TREE, make_resources, make_subset_tarball
 

@@ -5,16 +5,16 @@ import json
 import pytest
 import soundfile as sf
 
-from audio_pipeline import librispeech
-from audio_pipeline.models import (
+from audio_pipeline.transcription import librispeech
+from audio_pipeline.transcription.convert import read_ct2_model
+from audio_pipeline.transcription.engine import DecodingOptions, load_engine
+from audio_pipeline.transcription.models import (
     BUNDLED_TINY_EN,
     ModelError,
     bundled_ct2_path,
     model_id_for,
-    read_ct2_model,
     resolve_model,
 )
-from audio_pipeline.transcription.engine import DecodingOptions, load_engine
 from audio_pipeline.transcription.quality import corpus_wer
 
 from .conftest import SAMPLE_TREE

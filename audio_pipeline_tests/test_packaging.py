@@ -28,7 +28,7 @@ def test_wheel_carries_the_sql_and_the_installed_package_finds_it(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     sql_files = sorted(p.relative_to(REPO / "sql").as_posix() for p in REPO.glob("sql/*/*.sql"))
     assert len(sql_files) > 30
-    assert {f"audio_pipeline/sql_files/{f}" for f in sql_files} <= names
+    assert {f"audio_pipeline/transcription/sql_files/{f}" for f in sql_files} <= names
     assert "audio_pipeline/data/LibriSpeech/sample/1001/128104/1001-128104.trans.txt" in names
     assert not any(n.startswith(("audio_pipeline_tests/", "sql/")) for n in names)
 
@@ -38,18 +38,18 @@ def test_wheel_carries_the_sql_and_the_installed_package_finds_it(tmp_path):
 import sys
 from pathlib import Path
 import audio_pipeline, audio_pipeline.definitions
-from audio_pipeline.sql import SQL_ROOT, load_sql
+from audio_pipeline.transcription.sql import SQL_ROOT, load_sql
 from audio_pipeline.resources.warehouse import DuckDBStore
 from audio_pipeline.resources.compute import build_payload_dir
 site = Path(sys.argv[1])
 assert Path(audio_pipeline.__file__).is_relative_to(site), audio_pipeline.__file__
-assert SQL_ROOT == site / "audio_pipeline" / "sql_files", SQL_ROOT
+assert SQL_ROOT == site / "audio_pipeline" / "transcription" / "sql_files", SQL_ROOT
 assert "MERGE" in load_sql("snowflake", "merge_into_transcripts").upper()
 store = DuckDBStore(path=sys.argv[2])
 store.ensure_tables()
 print(store.batch_report(["none"], "m").files)
 bundle = build_payload_dir(Path(sys.argv[3]))
-print(len(list(bundle.glob("sql/*/*.sql"))))
+print(len(list(bundle.glob("audio_pipeline/transcription/sql_files/*/*.sql"))))
 """
     out = subprocess.run(
         [sys.executable, "-c", probe, str(site), str(tmp_path / "w.duckdb"), str(tmp_path / "b")],

@@ -14,10 +14,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audio_pipeline import librispeech
 from audio_pipeline.definitions import ASSETS
-from audio_pipeline.models import resolve_model
 from audio_pipeline.partitions import transcript_batches
+from audio_pipeline.transcription import librispeech
+from audio_pipeline.transcription.models import resolve_model
 from audio_pipeline.transcription.quality import corpus_wer
 
 from .conftest import free_port, make_resources

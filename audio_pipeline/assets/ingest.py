@@ -6,11 +6,11 @@ import dagster as dg
 import soundfile as sf
 from pydantic import Field
 
-from .. import librispeech
 from ..partitions import librispeech_batch_key, librispeech_subsets, transcript_batches
 from ..resources.compute import TranscriptionCompute
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
+from ..transcription import librispeech
 
 
 class LibriSpeechSource(dg.ConfigurableResource):

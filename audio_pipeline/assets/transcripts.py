@@ -3,13 +3,13 @@
 import dagster as dg
 from pydantic import Field
 
-from ..models import model_id_for
 from ..partitions import transcript_batches
 from ..resources.compute import TranscriptionCompute
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
 from ..transcription.engine import DecodingOptions
 from ..transcription.entry import markdown_preview
+from ..transcription.models import model_id_for
 from ..transcription.quality import BatchReport, CheckThresholds, evaluate_checks, percent
 from ..transcription.settings import MIB, JobSettings, default
 from .compute_pool import transcription_compute_pool

@@ -29,9 +29,9 @@ def profile_stages(files, threads: int, slots: int = 1) -> dict[str, float]:
     import numpy as np
     import soundfile as sf
 
-    from ..models import resolve_model
     from ..transcription import engine as eng
     from ..transcription.audio import SAMPLE_RATE, decode_audio
+    from ..transcription.models import resolve_model
     from ..transcription.pipeline import Transcriber, rows_per_call
     from ..transcription.sinks import open_sink
 

@@ -63,7 +63,7 @@ def build_corpus(tree: Path, min_s: float, max_files: int | None) -> list[BenchF
     """The tree's utterances, then further copies of them until ``min_s`` seconds are reached."""
     import soundfile as sf
 
-    from ..librispeech import iter_utterances, parse_transcripts
+    from ..transcription.librispeech import iter_utterances, parse_transcripts
 
     refs: dict[str, str] = {}
     for trans in sorted(tree.glob("*/*/*.trans.txt")):
@@ -231,7 +231,7 @@ def run_pipeline(spec: dict) -> dict:
 def run_faster_whisper(spec: dict) -> dict:
     from faster_whisper import WhisperModel
 
-    from ..models import resolve_model
+    from ..transcription.models import resolve_model
 
     files = [BenchFile(**f) for f in spec["files"]]
     model_path = resolve_model(spec["model"], "ctranslate2", spec["work"]).path
@@ -258,7 +258,7 @@ def run_seed_style(spec: dict) -> dict:
     import pandas as pd
     import ray
 
-    from ..models import resolve_model
+    from ..transcription.models import resolve_model
 
     files = [BenchFile(**f) for f in spec["files"]]
     model_dir = resolve_model(spec["model"], "transformers", spec["work"]).path  # converted already
@@ -351,8 +351,8 @@ def _run_variant(variant: str, spec_path: Path, ray_roots: list[int], result_pat
 
 
 def run(args) -> dict:
-    from ..models import resolve_model
     from ..profiles import LocalSettings, local_resources
+    from ..transcription.models import resolve_model
     from ..transcription.quality import corpus_wer
 
     tree = corpus_dir(args.corpus)

@@ -16,7 +16,7 @@ import dagster as dg
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
-from .. import identifiers
+from ..transcription import identifiers
 
 DEFAULT_DATABASE = "MULTINODE_MULTIGPU_MYDB"
 DEFAULT_SCHEMA = "AUDIO_TRANSCRIPTION_SCH"

@@ -16,9 +16,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from .. import identifiers, snowflake_sql
-from ..librispeech import md5_of
+from ..transcription import identifiers, snowflake_sql
 from ..transcription.audio import SUPPORTED_EXTENSIONS
+from ..transcription.librispeech import md5_of
 from ..transcription.sources import stage_path_of
 from .snowflake_connection import SnowflakeConnection
 

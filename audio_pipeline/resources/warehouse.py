@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from .. import snowflake_sql
+from ..transcription import snowflake_sql
 from ..transcription.quality import BatchReport
 from ..transcription.sinks import (
     AUDIO_FILE_COLUMNS,
@@ -102,7 +102,7 @@ class DuckDBStore(TranscriptStore):
     def known_files(self, file_paths):
         import pyarrow as pa
 
-        from ..sql import load_sql
+        from ..transcription.sql import load_sql
 
         if not file_paths:
             return {}

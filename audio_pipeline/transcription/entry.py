@@ -12,7 +12,7 @@ import json
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from ..models import resolve_model
+from .models import resolve_model
 from .pipeline import JobSummary, run_job
 from .pipes_stage import payload_message_writer
 from .settings import JobSettings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dagster_pipes import open_dagster_pipes
 
-from .. import identifiers, librispeech
+from . import identifiers, librispeech
 from .pipes_stage import payload_message_writer
 from .sinks import AUDIO_FILE_COLUMNS, REFERENCE_COLUMNS, SnowflakeSink, payload_connection
 

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sql import load_sql
 from . import quality
 from .quality import BatchReport
+from .sql import load_sql
 
 AUDIO_FILE_COLUMNS = (
     "file_path",
@@ -283,7 +283,7 @@ class SnowflakeSink(TranscriptSink):
     TABLES = ("AUDIO_FILES", "REFERENCE_TRANSCRIPTS", "TRANSCRIPTS")
 
     def __init__(self, database: str, schema: str, connect=None):
-        from .. import identifiers
+        from . import identifiers
 
         self.database = identifiers.validate(database, "database name")
         self.schema = identifiers.validate(schema, "schema name")
@@ -294,7 +294,7 @@ class SnowflakeSink(TranscriptSink):
         return tables | {"schema": (self.database, self.schema)}
 
     def ensure_tables(self) -> None:
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         with self._connect() as conn:
             snowflake_sql.execute(conn.cursor(), "create_tables", **self.names())
@@ -303,7 +303,7 @@ class SnowflakeSink(TranscriptSink):
         self, entity: str, rows: Sequence[dict], columns: Sequence[str], merge: str | Sequence[str]
     ) -> int:
         """Rows → temporary ``<ENTITY>_INCOMING`` → each ``merge`` file; returns the rows sent."""
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         if not rows:
             return 0
@@ -330,7 +330,7 @@ class SnowflakeSink(TranscriptSink):
         )
 
     def batch_report(self, batch_keys, model_id):
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         params = {"model_id": model_id, "batch_keys": snowflake_sql.json_list(batch_keys)}
         with self._connect() as conn:
@@ -340,14 +340,14 @@ class SnowflakeSink(TranscriptSink):
         return build_report(rows)
 
     def batch_keys(self) -> list[str]:
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         with self._connect() as conn:
             rows = snowflake_sql.execute(conn.cursor(), "select_batch_keys", **self.names())
         return [str(r[0]) for r in rows]
 
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         params = {
             "batch_keys": snowflake_sql.json_list(batch_keys),
@@ -362,7 +362,7 @@ class SnowflakeSink(TranscriptSink):
         return [PendingFile(str(p), int(s), str(b), int(v)) for p, s, b, v in rows]
 
     def references(self, file_paths):
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         if not file_paths:
             return {}
@@ -386,7 +386,7 @@ def open_payload_connection(database: str, schema: str):
     """
     import os
 
-    from .. import identifiers
+    from . import identifiers
 
     use = identifiers.render("USE SCHEMA {schema}", schema=(database, schema))
     try:

@@ -87,7 +87,7 @@ class SnowflakeStageSource(AudioSource):
     URL_LIFETIME_S = 3600
 
     def __init__(self, database: str, schema: str, stage: str, fs=None):
-        from .. import identifiers
+        from . import identifiers
 
         self.database = identifiers.validate(database, "database name")
         self.schema = identifiers.validate(schema, "schema name")
@@ -95,7 +95,7 @@ class SnowflakeStageSource(AudioSource):
         self._fs = fs
 
     def presigned_url(self, path: str) -> str:
-        from .. import snowflake_sql
+        from . import snowflake_sql
 
         conn = _stage_connection(self.database, self.schema)
         rows = snowflake_sql.execute(
@@ -111,7 +111,7 @@ class SnowflakeStageSource(AudioSource):
     def read_bytes(self, file_path: str, max_bytes: int | None = None) -> bytes:
         import urllib.request
 
-        from .. import identifiers
+        from . import identifiers
 
         path = identifiers.validate_stage_path(file_path)
         limit = -1 if max_bytes is None else max_bytes + 1  # one byte past: no huge reads

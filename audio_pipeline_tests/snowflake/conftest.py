@@ -12,8 +12,8 @@ import logging
 import pytest
 from dagster_snowflake import SnowflakeResource
 
-from audio_pipeline import snowflake_sql
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
+from audio_pipeline.transcription import snowflake_sql
 
 from . import fakesnow_http
 

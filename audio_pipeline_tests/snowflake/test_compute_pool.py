@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from audio_pipeline.identifiers import InvalidIdentifierError
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
+from audio_pipeline.transcription.identifiers import InvalidIdentifierError
 
 from .conftest import RecordingCursor
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from audio_pipeline import identifiers, snowflake_sql
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 from audio_pipeline.resources.stage import SnowflakeStage
 from audio_pipeline.resources.warehouse import SnowflakeStore
 from audio_pipeline.snowflake_setup import EGRESS_HOSTS, run_plan, setup_plan
+from audio_pipeline.transcription import identifiers, snowflake_sql
 
 from .conftest import RecordingCursor
 

@@ -11,10 +11,10 @@ import sys
 import dagster as dg
 import pytest
 
-from audio_pipeline.librispeech import BUNDLED_ROOT
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute, build_payload_dir
 from audio_pipeline.resources.stage import SnowflakeStage
 from audio_pipeline.resources.warehouse import SnowflakeStore
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 from audio_pipeline.transcription.pipeline import plan_actors
 
 SAMPLE = BUNDLED_ROOT / "sample"
@@ -22,7 +22,8 @@ SAMPLE = BUNDLED_ROOT / "sample"
 
 def test_payload_bundle_imports_nothing_from_dagster_but_pipes(tmp_path):
     bundle = build_payload_dir(tmp_path / "bundle")
-    assert (bundle / "sql" / "snowflake" / "merge_into_transcripts.sql").is_file()
+    sql = bundle / "audio_pipeline" / "transcription" / "sql_files"
+    assert (sql / "snowflake" / "merge_into_transcripts.sql").is_file()
     assert not (bundle / "audio_pipeline" / "resources").exists()
     code = f"""
 import sys

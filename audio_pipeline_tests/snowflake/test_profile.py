@@ -12,15 +12,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audio_pipeline import snowflake_sql
 from audio_pipeline.assets.compute_pool import transcription_compute_pool
 from audio_pipeline.assets.ingest import librispeech_audio
 from audio_pipeline.definitions import build_definitions
-from audio_pipeline.librispeech import BUNDLED_ROOT
 from audio_pipeline.profiles import resources_for, snowflake_connection
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.stage import SnowflakeStage
 from audio_pipeline.resources.warehouse import SnowflakeStore
+from audio_pipeline.transcription import snowflake_sql
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
 from .conftest import SECRET, create_schema
 

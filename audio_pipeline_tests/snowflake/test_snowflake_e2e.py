@@ -19,9 +19,9 @@ import time
 import dagster as dg
 import pytest
 
-from audio_pipeline.librispeech import BUNDLED_ROOT
 from audio_pipeline.profiles import resources_for
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
 from .conftest import account_connection
 

@@ -17,10 +17,11 @@ import sqlglot
 from snowflake.connector.converter import SnowflakeConverter
 from sqlglot import exp
 
-from audio_pipeline import identifiers, snowflake_setup, snowflake_sql
+from audio_pipeline import snowflake_setup
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
-from audio_pipeline.sql import SQL_ROOT
+from audio_pipeline.transcription import identifiers, snowflake_sql
+from audio_pipeline.transcription.sql import SQL_ROOT
 
 from . import grammar
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from audio_pipeline import identifiers
-from audio_pipeline.librispeech import BUNDLED_ROOT
 from audio_pipeline.resources.stage import SnowflakeStage
 from audio_pipeline.resources.warehouse import SnowflakeStore
+from audio_pipeline.transcription import identifiers
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
 SAMPLE = BUNDLED_ROOT / "sample"
 
@@ -151,7 +151,7 @@ def test_put_and_list_round_trip_keeps_layout(sf_connection, tmp_path):
     """PUT then LIST (fakesnow has no DIRECTORY(): this exercises the LIST fallback)."""
     stage = SnowflakeStage(connection=sf_connection)
     with sf_connection.connect() as conn:
-        from audio_pipeline import snowflake_sql
+        from audio_pipeline.transcription import snowflake_sql
 
         snowflake_sql.execute(conn.cursor(), "create_stage", stage=stage.stage_fqn)
     flacs = sorted(SAMPLE.glob("*/*/*.flac"))[:3]

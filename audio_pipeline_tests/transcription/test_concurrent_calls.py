@@ -5,9 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from audio_pipeline.models import resolve_model
 from audio_pipeline.transcription.audio import decode_audio
 from audio_pipeline.transcription.engine import DecodingOptions, load_engine
+from audio_pipeline.transcription.models import resolve_model
 from audio_pipeline.transcription.pipeline import JobSettings, plan_calls, rows_per_call
 
 from ..conftest import SAMPLE_TREE

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from audio_pipeline.models import resolve_model
 from audio_pipeline.transcription.audio import decode_audio
 from audio_pipeline.transcription.engine import DecodingOptions, load_engine
+from audio_pipeline.transcription.models import resolve_model
 from audio_pipeline.transcription.packing import doubtful
 
 TREE = Path(__file__).resolve().parents[2].parent / "shared/data/realspeech/LibriSpeech/dev-real"

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from audio_pipeline.models import resolve_model
 from audio_pipeline.transcription.engine import DecodingOptions
 from audio_pipeline.transcription.entry import summary_metadata
+from audio_pipeline.transcription.models import resolve_model
 from audio_pipeline.transcription.pipeline import (
     JobSettings,
     JobSummary,

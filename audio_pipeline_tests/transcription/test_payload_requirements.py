@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from audio_pipeline.librispeech import BUNDLED_ROOT
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -1,22 +1,14 @@
-"""The payload bundle shipped to an ML Job: the dagster-free modules and the SQL files."""
+"""The payload bundle shipped to a Ray Job or an ML Job: the payload package whole, with its SQL."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from ...sql import SQL_ROOT
+from ... import transcription
+from ...transcription.sql import SQL_ROOT
 
 PAYLOAD_ENTRY = "run_payload.py"
-# What the payload bundle carries: the dagster-free modules and the SQL files.
-_BUNDLE_FILES = (
-    "audio_pipeline/__init__.py",
-    "audio_pipeline/identifiers.py",
-    "audio_pipeline/librispeech.py",
-    "audio_pipeline/models.py",
-    "audio_pipeline/snowflake_sql.py",
-    "audio_pipeline/sql.py",
-)
 _ENTRY_SCRIPT = '''"""ML Job entry point: run the module named in argv[1] from this directory."""
 import os
 import runpy
@@ -47,19 +39,14 @@ RAY_PAYLOAD_REQUIREMENTS = (
 
 
 def build_payload_dir(dest: Path) -> Path:
-    """Copy the payload (``transcription/``, the modules it imports, ``sql/``) under ``dest``."""
-    src_root = Path(__file__).resolve().parents[3]
-    for rel in _BUNDLE_FILES:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_root / rel, target)
+    """Copy the payload package (``audio_pipeline/transcription/``, SQL inside) under ``dest``."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(
-        src_root / "audio_pipeline" / "transcription",
-        dest / "audio_pipeline" / "transcription",
-        ignore=ignore,
-        dirs_exist_ok=True,
-    )
-    shutil.copytree(SQL_ROOT, dest / "sql", ignore=ignore, dirs_exist_ok=True)
+    package = Path(transcription.__file__).resolve().parent
+    target = dest / "audio_pipeline" / "transcription"
+    shutil.copytree(package, target, ignore=ignore, dirs_exist_ok=True)
+    # The parent package only as a namespace: its own __init__ stays behind with Dagster.
+    (dest / "audio_pipeline" / "__init__.py").write_text("")
+    if not (target / "sql_files").is_dir():
+        shutil.copytree(SQL_ROOT, target / "sql_files", ignore=ignore, dirs_exist_ok=True)
     (dest / PAYLOAD_ENTRY).write_text(_ENTRY_SCRIPT)
     return dest

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ... import identifiers, snowflake_sql
+from ...transcription import identifiers, snowflake_sql
 from ..snowflake_connection import SnowflakeConnection
 from .base import INGEST_PAYLOAD_MODULE, PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
 from .bundle import PAYLOAD_ENTRY, build_payload_dir

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 OPENSLR_BASE_URL = "https://www.openslr.org/resources/12"
 SAMPLE_SUBSET = "sample"
-BUNDLED_ROOT = Path(__file__).parent / "data" / "LibriSpeech"
+BUNDLED_ROOT = Path(__file__).parents[1] / "data" / "LibriSpeech"
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ def build_manifest(tree: Path, batch_key: str) -> Manifest:
     ``librispeech_audio`` asset and the ingest job alike. Reads no audio header (a corrupt FLAC is
     registered like any other and becomes an error row when transcribed); hashes each file in
     this bulk pass, so the manifest knows its content."""
-    from .transcription.sinks import manifest_row
+    from .sinks import manifest_row
 
     utterances = list(iter_utterances(tree))
     source = f"librispeech:{tree.name}"

@@ -1,7 +1,8 @@
 """SQL statements live in ``sql/<dialect>/<verb_object>.sql`` at the repository root.
 
-A wheel carries them as ``audio_pipeline/sql_files/`` (setup.py); a source checkout or an
-editable install reads the top-level ``sql/`` directly.
+A wheel and the job's bundle carry them inside this package as ``sql_files/`` (setup.py,
+``resources/compute/bundle.py``); a source checkout or an editable install reads the top-level
+``sql/`` directly.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 SQL_ROOT = next(
-    (p for p in (_PACKAGE / "sql_files", _PACKAGE.parent / "sql") if p.is_dir()),
-    _PACKAGE.parent / "sql",
+    (p for p in (_PACKAGE / "sql_files", _PACKAGE.parents[1] / "sql") if p.is_dir()),
+    _PACKAGE.parents[1] / "sql",
 )
 
 
