@@ -55,27 +55,27 @@ stop: install
 	$(BIN)/python -m audio_pipeline.cli stop
 
 lint: install
-	$(BIN)/ruff check audio_pipeline audio_pipeline_tests
-	$(BIN)/ruff format --check audio_pipeline audio_pipeline_tests
+	$(BIN)/ruff check audio_pipeline audio_pipeline_tests tools
+	$(BIN)/ruff format --check audio_pipeline audio_pipeline_tests tools
 
 format: install
-	$(BIN)/ruff format audio_pipeline audio_pipeline_tests
-	$(BIN)/ruff check --fix audio_pipeline audio_pipeline_tests
+	$(BIN)/ruff format audio_pipeline audio_pipeline_tests tools
+	$(BIN)/ruff check --fix audio_pipeline audio_pipeline_tests tools
 
 bench: install
-	$(BIN)/python -m audio_pipeline.bench.throughput --rounds 3 --out bench/results.json
+	$(BIN)/python -m tools.bench.throughput --rounds 3 --out bench/results.json
 
 bench-profile: install
-	$(BIN)/python -m audio_pipeline.bench.profile --out bench/profile.json
+	$(BIN)/python -m tools.bench.profile --out bench/profile.json
 
 badcorpus: install
-	$(BIN)/python -m audio_pipeline.badcorpus
+	$(BIN)/python -m tools.badcorpus
 
 bench-sensor: install
-	$(BIN)/python -m audio_pipeline.bench.sensor --files 100000 --new 100
+	$(BIN)/python -m tools.bench.sensor --files 100000 --new 100
 
 sample-corpus: install
-	$(BIN)/python -m audio_pipeline.sample_corpus
+	$(BIN)/python -m tools.sample_corpus
 
 clean: stop
 	rm -rf $(AUDIO_PIPELINE_HOME)
@@ -84,4 +84,4 @@ snowflake-setup: install
 	AUDIO_PIPELINE_PROFILE=snowflake $(BIN)/python -m audio_pipeline.snowflake_setup $(SETUP_ARGS)
 
 snowflake-rehearsal: install
-	$(BIN)/python -m audio_pipeline_tests.snowflake.rehearsal
+	$(BIN)/python -m tools.rehearsal

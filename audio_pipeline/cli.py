@@ -178,7 +178,13 @@ def _value(meta: dict, key: str):
     return getattr(v, "value", v)
 
 
-def demo(subset: str, model: str | None, engine: str | None, debug: bool = False) -> int:
+def demo(
+    subset: str,
+    model: str | None,
+    engine: str | None,
+    debug: bool = False,
+    instance: dg.DagsterInstance | None = None,
+) -> int:
     from .profiles import resources_for
     from .transcription.librispeech import LibriSpeechError, get_subset
     from .transcription.models import model_id_for
@@ -188,7 +194,7 @@ def demo(subset: str, model: str | None, engine: str | None, debug: bool = False
     except LibriSpeechError as exc:
         raise CliError(str(exc)) from None
     resources = resources_for()
-    instance = _instance()
+    instance = instance or _instance()
     log_path = _log_path(instance)
     started = time.perf_counter()
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.server
-import io
 import os
 import shutil
 import socket
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -16,33 +13,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audio_pipeline.assets.ingest import LibriSpeechSource
-from audio_pipeline.profiles import LocalSettings, local_resources
-from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
-
-SAMPLE_TREE = BUNDLED_ROOT / "sample"
-
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_resources(home: Path, ray_compute=None, mirror: str = "unused://", md5=None) -> dict:
-    settings = LocalSettings(
-        home=home, mirror=mirror, ray_address=None, gcs_port=0, dashboard_port=0
-    )
-    res = local_resources(settings)
-    if ray_compute is not None:
-        res["compute"] = ray_compute
-    res["librispeech_source"] = LibriSpeechSource(
-        mirror=mirror, work_dir=str(home / "librispeech"), md5_override=md5, progress=False
-    )
-    return res
+from .helpers import SAMPLE_TREE, free_port
 
 
 @pytest.fixture
@@ -128,25 +102,6 @@ def multinode_ray(tmp_path_factory):
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
-
-
-def make_subset_tarball(
-    dest: Path,
-    subset: str,
-    n_chapters: int | None = None,
-    extra_members: dict[str, bytes] | None = None,
-) -> str:
-    """Pack the bundled sample corpus as ``LibriSpeech/<subset>/...`` in a tar.gz; returns md5."""
-    chapters = sorted(p for p in SAMPLE_TREE.glob("*/*") if p.is_dir())[:n_chapters]
-    with tarfile.open(dest, "w:gz") as tar:
-        for chapter in chapters:
-            rel = chapter.relative_to(SAMPLE_TREE)
-            tar.add(chapter, arcname=f"LibriSpeech/{subset}/{rel}")
-        for name, data in (extra_members or {}).items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.md5(dest.read_bytes()).hexdigest()
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

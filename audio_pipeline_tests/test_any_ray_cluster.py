@@ -18,8 +18,7 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.resources.compute import LocalRayCompute
 from audio_pipeline.resources.compute.ray_head import RayHead
 
-from .conftest import SAMPLE_TREE, free_port, make_resources
-from .test_backfill_resume import sensor_batches
+from .helpers import SAMPLE_TREE, free_port, make_resources, sensor_batches
 
 FILES = 4  # few files: what is tested is where the code comes from, not throughput
 

@@ -1,7 +1,5 @@
 """Single-run backfills and resume after a killed job, with real Ray, DuckDB and tiny.en."""
 
-import shutil
-import threading
 import time
 
 import dagster as dg
@@ -9,54 +7,10 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from audio_pipeline.definitions import ASSETS
-from audio_pipeline.partitions import transcript_batches
-from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
 
-from .conftest import SAMPLE_TREE, make_resources
+from .helpers import make_resources, sensor_batches, stage_sample, start_transcription
 
 pytestmark = pytest.mark.slow
-
-ODD = ["with space", "quote'\"s", "semi;colon", "ünïcødé-日本", "-leading-dash"]
-
-
-def stage_sample(home, odd_names=False):
-    stage = home / "stage" / "drop"
-    stage.mkdir(parents=True)
-    for i, flac in enumerate(sorted(SAMPLE_TREE.glob("*/*/*.flac"))):
-        name = f"{ODD[i]} {flac.name}" if odd_names and i < len(ODD) else flac.name
-        shutil.copyfile(flac, stage / name)
-
-
-def sensor_batches(res, instance, cap):
-    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_batch=cap)
-    ctx = dg.build_sensor_context(instance=instance, resources=res)
-    result = build_new_stage_files_sensor()(ctx)
-    keys = [r.partition_key for r in result.run_requests]
-    instance.add_dynamic_partitions(transcript_batches.name, keys)
-    return keys
-
-
-def start_transcription(res, instance, key):
-    """Materialize ``transcripts[key]`` in a thread; small blocks, the slower engine, so that
-    a test can interfere while rows are still being written."""
-    outcome = {}
-
-    def run():
-        outcome["result"] = dg.materialize(
-            ASSETS,
-            selection=["transcripts"],
-            partition_key=key,
-            resources=res,
-            instance=instance,
-            raise_on_error=False,
-            run_config={
-                "ops": {"transcripts": {"config": {"batch_size": 4, "engine": "transformers"}}}
-            },
-        )
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
 
 
 def ray_jobs(compute):

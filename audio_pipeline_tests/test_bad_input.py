@@ -5,13 +5,13 @@ import json
 import dagster as dg
 import pytest
 
-from audio_pipeline.badcorpus import OVERSIZE_LIMIT_MB, generate
 from audio_pipeline.definitions import ASSETS
 from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
 from audio_pipeline.transcription.quality import corpus_wer
+from tools.badcorpus import OVERSIZE_LIMIT_MB, generate
 
-from .conftest import make_resources
+from .helpers import make_resources
 
 pytestmark = pytest.mark.slow
 

@@ -36,7 +36,7 @@ def test_a_missing_extra_names_the_pip_command(tmp_path):
 def test_base_is_joined_once_verified_and_transcribes(tmp_path):
     from audio_pipeline.transcription.audio import decode_audio
 
-    from .conftest import SAMPLE_TREE
+    from .helpers import SAMPLE_TREE
 
     model = resolve_model("bundled:base", "ctranslate2", tmp_path)
     bin_path = tmp_path / "models" / "whisper-base-ct2" / "model.bin"

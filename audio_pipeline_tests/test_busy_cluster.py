@@ -18,8 +18,7 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.run_launcher import LocalRunLauncher, write_instance_yaml
 from audio_pipeline.transcription.pipeline import actor_cpus
 
-from .conftest import make_resources
-from .test_backfill_resume import sensor_batches, stage_sample
+from .helpers import make_resources, sensor_batches, stage_sample
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +63,7 @@ import json, sys
 import dagster as dg
 from audio_pipeline.definitions import ASSETS
 from audio_pipeline.resources.compute import LocalRayCompute
-from audio_pipeline_tests.conftest import make_resources
+from audio_pipeline_tests.helpers import make_resources
 from pathlib import Path
 home, ray_home, gcs, dash, key, config = sys.argv[1:]
 compute = LocalRayCompute(home=ray_home, gcs_port=int(gcs), dashboard_port=int(dash))

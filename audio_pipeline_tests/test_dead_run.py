@@ -19,9 +19,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 from audio_pipeline.run_launcher import run_worker_pid, write_instance_yaml
 
-from .conftest import free_port
-from .test_backfill_resume import stage_sample
-from .test_realspeech import TREE as REALSPEECH
+from .helpers import REALSPEECH, free_port, stage_sample
 
 REPO = Path(__file__).resolve().parent.parent
 

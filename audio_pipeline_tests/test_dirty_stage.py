@@ -22,7 +22,7 @@ from audio_pipeline.transcription.pipeline import decode_batch
 from audio_pipeline.transcription.sinks import DuckDBSink
 from audio_pipeline.transcription.sources import LocalFolderSource
 
-from .conftest import SAMPLE_TREE, make_resources
+from .helpers import SAMPLE_TREE, make_resources
 
 FLACS = sorted(SAMPLE_TREE.glob("*/*/*.flac"))
 NON_UTF8 = b"drop/\xff\xfe-name.flac"

@@ -5,7 +5,7 @@ import pytest
 
 from audio_pipeline.definitions import ASSETS
 
-from .conftest import make_resources
+from .helpers import make_resources
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,7 @@ import pytest
 
 from audio_pipeline.transcription.sinks import DuckDBLockedError, DuckDBSink
 
-from .conftest import make_resources
-from .test_backfill_resume import sensor_batches, stage_sample, start_transcription
+from .helpers import make_resources, sensor_batches, stage_sample, start_transcription
 
 
 def hold_lock(path, seconds):

@@ -10,7 +10,7 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.transcription import librispeech
 
-from .conftest import SAMPLE_TREE, make_resources, make_subset_tarball
+from .helpers import SAMPLE_TREE, make_resources, make_subset_tarball
 
 
 def ingest(resources, instance, subset="dev-clean"):

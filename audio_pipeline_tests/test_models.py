@@ -17,7 +17,7 @@ from audio_pipeline.transcription.models import (
 )
 from audio_pipeline.transcription.quality import corpus_wer
 
-from .conftest import SAMPLE_TREE
+from .helpers import SAMPLE_TREE
 
 
 @pytest.fixture(scope="module")

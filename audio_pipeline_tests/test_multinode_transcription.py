@@ -6,8 +6,7 @@ from ray.util.state import list_actors
 
 from audio_pipeline.definitions import ASSETS
 
-from .conftest import make_resources
-from .test_backfill_resume import sensor_batches, stage_sample
+from .helpers import make_resources, sensor_batches, stage_sample
 
 pytestmark = pytest.mark.slow
 

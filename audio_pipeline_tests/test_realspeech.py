@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -20,11 +19,8 @@ from audio_pipeline.transcription import librispeech
 from audio_pipeline.transcription.models import resolve_model
 from audio_pipeline.transcription.quality import corpus_wer
 
-from .conftest import free_port, make_resources
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MIRROR = REPO_ROOT.parent / "shared" / "data" / "realspeech"
-TREE = MIRROR / "LibriSpeech" / "dev-real"
+from .helpers import MIRROR, REPO_ROOT, free_port, make_resources
+from .helpers import REALSPEECH as TREE
 
 needs_realspeech = pytest.mark.skipif(
     not TREE.is_dir(), reason=f"real-speech set not found at {TREE} (copy shared/ beside the repo)"
@@ -157,7 +153,7 @@ def test_pipeline_wer_on_real_speech_is_within_0_3_points_of_faster_whisper_alon
 @needs_realspeech
 def test_bench_runs_on_three_real_files_and_writes_its_results(tmp_path):
     out = tmp_path / "bench" / "results.json"
-    cmd = [sys.executable, "-m", "audio_pipeline.bench.throughput", "--rounds", "1"]
+    cmd = [sys.executable, "-m", "tools.bench.throughput", "--rounds", "1"]
     cmd += ["--files", "3", "--min-minutes", "0", "--corpus", str(TREE), "--out", str(out)]
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -178,7 +174,7 @@ def test_bench_runs_on_three_real_files_and_writes_its_results(tmp_path):
 @needs_realspeech
 def test_bench_profile_runs_on_three_real_files_and_accounts_for_the_job(tmp_path):
     out = tmp_path / "profile.json"
-    cmd = [sys.executable, "-m", "audio_pipeline.bench.profile", "--files", "3"]
+    cmd = [sys.executable, "-m", "tools.bench.profile", "--files", "3"]
     cmd += ["--corpus", str(TREE), "--out", str(out)]
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)

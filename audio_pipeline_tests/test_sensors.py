@@ -16,7 +16,7 @@ from audio_pipeline.sensors import (
     transcribe_new_files_schedule,
 )
 
-from .conftest import SAMPLE_TREE, make_resources
+from .helpers import SAMPLE_TREE, make_resources
 
 ODD_NAMES = [
     "with space.flac",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
+from .helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "ui"
@@ -138,8 +138,7 @@ def test_ui_shows_each_partitions_own_figures_and_a_readable_failure(
 
     from audio_pipeline.definitions import ASSETS
 
-    from .conftest import make_resources
-    from .test_backfill_resume import sensor_batches, stage_sample
+    from .helpers import make_resources, sensor_batches, stage_sample
 
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     res = make_resources(home, ray_compute=ray_compute)

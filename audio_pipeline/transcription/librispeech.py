@@ -2,7 +2,7 @@
 
 Subsets come from openslr resource 12 (``<base>/<subset>.tar.gz``), from a local mirror directory
 holding the tarball or an extracted ``LibriSpeech/<subset>/`` tree, or, for ``sample``, from the
-synthetic corpus bundled with this package (see :mod:`audio_pipeline.sample_corpus`). A local
+synthetic corpus bundled with this package (see :mod:`tools.sample_corpus`). A local
 mirror folder may also hold subsets the catalogue does not list (``LibriSpeech/dev-real/``): they
 become partitions too (:func:`subset_names`).
 """

@@ -6,20 +6,14 @@ supports PUT and LIST on stages but not DIRECTORY(), GET, REMOVE or compute pool
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import pytest
-from dagster_snowflake import SnowflakeResource
 
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
-from audio_pipeline.transcription import snowflake_sql
+from tools.snowflake_emulator import fakesnow_http
 
-from . import fakesnow_http
-
-SECRET = "pl4nted-Sekret-9f3b"  # planted as the password: must appear in no log or metadata
-
-_counter = itertools.count()
+from ..helpers import _counter, account_connection, create_schema, fake_resource
 
 
 @pytest.fixture(scope="session")
@@ -29,24 +23,6 @@ def fakesnow_server():
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     with fakesnow_http.server() as kwargs:
         yield kwargs
-
-
-def fake_resource(server: dict, password: str = SECRET) -> SnowflakeResource:
-    extra = {k: server[k] for k in ("host", "port", "protocol", "session_parameters")}
-    return SnowflakeResource(
-        account=server["account"],
-        user=server["user"],
-        password=password,
-        network_timeout=5,
-        additional_snowflake_connection_args=extra,
-    )
-
-
-def create_schema(connection: SnowflakeConnection) -> None:
-    with connection.connect(use_schema=False) as conn:
-        cur = conn.cursor()
-        snowflake_sql.execute(cur, "create_database", database=connection.database)
-        snowflake_sql.execute(cur, "create_schema", schema=connection.schema_fqn)
 
 
 @pytest.fixture
@@ -61,50 +37,13 @@ def sf_connection(fakesnow_server) -> SnowflakeConnection:
     return connection
 
 
-class RecordingCursor:
-    """Records (sql, params); answers scripted rows for statements fakesnow cannot run.
-
-    ``answers`` maps a statement prefix to ``(column_names, rows)``; a list of those is served
-    one per matching call (the last one repeats).
-    """
-
-    def __init__(self, answers: dict | None = None):
-        self.calls: list[tuple[str, object]] = []
-        self.answers = {
-            k: list(v) if isinstance(v, list) else [v] for k, v in (answers or {}).items()
-        }
-        self._result: tuple[list[str], list[tuple]] = ([], [])
-
-    def execute(self, sql, params=None):
-        self.calls.append((sql, params))
-        self._result = ([], [])
-        for prefix, queue in self.answers.items():
-            if sql.startswith(prefix):
-                self._result = queue.pop(0) if len(queue) > 1 else queue[0]
-                break
-        return self
-
-    def fetchall(self):
-        return list(self._result[1])
-
-    @property
-    def description(self):
-        return [(name,) for name in self._result[0]]
-
-
-class RecordingConnection:
-    def __init__(self, cursor: RecordingCursor):
-        self._cursor = cursor
-
-    def cursor(self):
-        return self._cursor
-
-
 # ------------------------------------------------------------------ the emulated account
 @pytest.fixture(scope="session")
 def emulated_account(tmp_path_factory, job_cluster):
-    """One emulated account for the session (see emulator.py): jobs attach to ``job_cluster``."""
-    from .emulator import EmulatedAccount
+    """One emulated account for the session (tools/snowflake_emulator).
+
+    Jobs attach to ``job_cluster``."""
+    from tools.snowflake_emulator import EmulatedAccount
 
     account = EmulatedAccount(
         tmp_path_factory.mktemp("account"),
@@ -128,26 +67,6 @@ def job_cluster(multinode_ray) -> dict:
         "cluster": multinode_ray,
         "worker_logs": worker_logs,
     }
-
-
-def account_connection(account, **kw) -> SnowflakeConnection:
-    """A connection to a fresh database on the emulated account, set up by the real setup plan
-    (stages, tables, compute pools, network rule, integration, grants) as `make
-    snowflake-setup` runs it."""
-    from audio_pipeline import snowflake_setup
-    from audio_pipeline.resources.compute import SnowflakeMLJobCompute
-
-    connection = SnowflakeConnection(
-        resource=fake_resource(account.connection_kwargs()),
-        database=f"ACCT_{next(_counter)}",
-        schema_name="AUDIO_TRANSCRIPTION_SCH",
-        warehouse="ML_MODEL_WH",
-    )
-    compute = SnowflakeMLJobCompute(connection=connection, **kw)
-    steps = snowflake_setup.setup_plan(connection, compute, job_role="SYSADMIN")
-    with connection.connect(use_schema=False) as conn:
-        snowflake_setup.run_plan(conn.cursor(), steps, echo=lambda _m: None)
-    return connection
 
 
 @pytest.fixture

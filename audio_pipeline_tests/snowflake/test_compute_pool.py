@@ -13,7 +13,7 @@ from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 from audio_pipeline.transcription.identifiers import InvalidIdentifierError
 
-from .conftest import RecordingCursor
+from ..helpers import RecordingCursor
 
 COLUMNS = [
     "name", "state", "min_nodes", "max_nodes", "instance_family", "num_services", "num_jobs",

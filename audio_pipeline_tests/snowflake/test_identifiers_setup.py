@@ -11,7 +11,7 @@ from audio_pipeline.resources.warehouse import SnowflakeStore
 from audio_pipeline.snowflake_setup import EGRESS_HOSTS, run_plan, setup_plan
 from audio_pipeline.transcription import identifiers, snowflake_sql
 
-from .conftest import RecordingCursor
+from ..helpers import RecordingCursor
 
 HOSTILE = 'x"; DROP TABLE t; --'
 

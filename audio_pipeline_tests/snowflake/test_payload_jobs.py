@@ -1,5 +1,6 @@
 """The real payload directory, submitted by SnowflakeMLJobCompute through the real ML Jobs SDK
-to the emulated account (emulator.py), run by the wheel's launcher as in a Snowflake container.
+to the emulated account (tools/snowflake_emulator), run by the wheel's launcher as in a Snowflake
+container.
 """
 
 from __future__ import annotations

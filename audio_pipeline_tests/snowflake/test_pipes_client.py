@@ -1,4 +1,5 @@
-"""PipesSnowflakeMLJobClient on the emulated account (emulator.py): the real ML Jobs SDK submits,
+"""PipesSnowflakeMLJobClient on the emulated account (tools/snowflake_emulator): the real ML Jobs
+SDK submits,
 the wheel's launcher runs the payload, and the payload speaks Dagster Pipes through message
 chunks on the job stage (transcription/pipes_stage.py).
 """
@@ -14,7 +15,7 @@ import pytest
 
 from audio_pipeline.resources.pipes_snowflake import PipesSnowflakeMLJobClient
 
-from .conftest import SECRET
+from ..helpers import SECRET
 
 PAYLOAD = """
 import os, sys, time

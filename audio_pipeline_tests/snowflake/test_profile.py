@@ -22,7 +22,7 @@ from audio_pipeline.resources.warehouse import SnowflakeStore
 from audio_pipeline.transcription import snowflake_sql
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
-from .conftest import SECRET, create_schema
+from ..helpers import SECRET, create_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 DUMMY = {

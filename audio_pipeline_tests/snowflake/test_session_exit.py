@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = textwrap.dedent(
     """
     import sys
-    from audio_pipeline_tests.snowflake import fakesnow_http
+    from tools.snowflake_emulator import fakesnow_http
     from dagster_snowflake import SnowflakeResource
     from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 

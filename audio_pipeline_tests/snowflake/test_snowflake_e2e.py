@@ -1,4 +1,4 @@
-"""End to end on the Snowflake profile against the emulated account (emulator.py).
+"""End to end on the Snowflake profile against the emulated account (tools/snowflake_emulator).
 
 The real definitions (``audio_pipeline.definitions`` assets with the ``snowflake`` profile's
 resources, read from the environment as in production) run on an account whose only fake is its
@@ -23,7 +23,7 @@ from audio_pipeline.profiles import resources_for
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
-from .conftest import account_connection
+from ..helpers import account_connection
 
 pytestmark = pytest.mark.slow
 

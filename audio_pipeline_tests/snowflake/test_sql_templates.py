@@ -4,7 +4,7 @@ Statements are rendered as the connector sends them: ``pyformat`` values interpo
 by the connector's own converter (what a user's connection sends), and ``qmark`` with ``?``
 markers (what the job's Snowpark session sends). Each is parsed with sqlglot (dialect snowflake);
 the statements sqlglot cannot parse (compute pool, network rule, integration, stage refresh,
-grants, warehouse) must match the documented grammar in ``grammar.py``.
+grants, warehouse) must match the documented grammar in ``tools/snowflake_emulator/grammar.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 from audio_pipeline.transcription import identifiers, snowflake_sql
 from audio_pipeline.transcription.sql import SQL_ROOT
-
-from . import grammar
+from tools.snowflake_emulator import grammar
 
 TEMPLATES = sorted(p.stem for p in (SQL_ROOT / "snowflake").glob("*.sql"))
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)

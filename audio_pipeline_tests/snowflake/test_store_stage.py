@@ -206,7 +206,7 @@ def test_put_and_get_commands_are_exact(sf_connection, tmp_path):
 
 def test_directory_listing_sql_pushes_down_last_modified(sf_connection):
     """DIRECTORY() is not in fakesnow: the SQL, params and row mapping, on a recording cursor."""
-    from .conftest import RecordingCursor
+    from ..helpers import RecordingCursor
 
     stage = SnowflakeStage(connection=sf_connection)
     aware = dt.datetime(2024, 5, 1, 14, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))

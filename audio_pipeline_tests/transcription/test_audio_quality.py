@@ -9,7 +9,7 @@ import soundfile as sf
 from audio_pipeline.transcription import quality
 from audio_pipeline.transcription.audio import SAMPLE_RATE, AudioDecodeError, decode_audio
 
-from ..conftest import SAMPLE_TREE
+from ..helpers import SAMPLE_TREE
 
 
 def encode(samples: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:

@@ -10,7 +10,7 @@ from audio_pipeline.transcription.engine import DecodingOptions, load_engine
 from audio_pipeline.transcription.models import resolve_model
 from audio_pipeline.transcription.pipeline import JobSettings, plan_calls, rows_per_call
 
-from ..conftest import SAMPLE_TREE
+from ..helpers import SAMPLE_TREE
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from audio_pipeline.transcription.pipeline import (
 )
 from audio_pipeline.transcription.sinks import DuckDBSink, PendingFile
 
-from ..conftest import SAMPLE_TREE
+from ..helpers import SAMPLE_TREE
 
 
 def test_settings_reject_unknown_keys():

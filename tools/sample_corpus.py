@@ -4,7 +4,7 @@ The corpus is made with Debian's ``espeak-ng`` (speech with known text) and ``so
 FLAC), so it needs no network and its references are exact. The generated files are committed
 under ``audio_pipeline/data/LibriSpeech/sample``; regenerate them with::
 
-    python -m audio_pipeline.sample_corpus            # or: make sample-corpus
+    python -m tools.sample_corpus            # or: make sample-corpus
 
 Speakers are espeak voices, chapters are groups of sentences, and one utterance is longer than
 40 s so that long-form decoding is exercised.
@@ -19,7 +19,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SAMPLE_ROOT = Path(__file__).parent / "data" / "LibriSpeech" / "sample"
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
+
+SAMPLE_ROOT = BUNDLED_ROOT / "sample"
 
 # (speaker id, espeak voice, words per minute)
 SPEAKERS = {"1001": ("en-us", 150), "1002": ("en", 145), "1003": ("en-us+m3", 150)}

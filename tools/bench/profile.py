@@ -29,11 +29,11 @@ def profile_stages(files, threads: int, slots: int = 1) -> dict[str, float]:
     import numpy as np
     import soundfile as sf
 
-    from ..transcription import engine as eng
-    from ..transcription.audio import SAMPLE_RATE, decode_audio
-    from ..transcription.models import resolve_model
-    from ..transcription.pipeline import Transcriber, rows_per_call
-    from ..transcription.sinks import open_sink
+    from audio_pipeline.transcription import engine as eng
+    from audio_pipeline.transcription.audio import SAMPLE_RATE, decode_audio
+    from audio_pipeline.transcription.models import resolve_model
+    from audio_pipeline.transcription.pipeline import Transcriber, rows_per_call
+    from audio_pipeline.transcription.sinks import open_sink
 
     times: dict[str, float] = defaultdict(float)
     pcm, durations = [], []
@@ -89,7 +89,7 @@ def profile_stages(files, threads: int, slots: int = 1) -> dict[str, float]:
     loop = "faster-whisper loop (redone clips)"
     engine._transcribe_long = timed(loop, engine._transcribe_long, loop=True)
 
-    from ..transcription.pipeline import JobSettings
+    from audio_pipeline.transcription.pipeline import JobSettings
 
     settings = JobSettings(["b"], "bundled:tiny.en", "ctranslate2", "", {}, {})
     per_call = rows_per_call(settings, len(files), slots)
@@ -127,10 +127,11 @@ def profile_stages(files, threads: int, slots: int = 1) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..transcription.pipeline import plan_actors, plan_calls
+    from audio_pipeline.transcription.pipeline import plan_actors, plan_calls
+
     from . import throughput
 
-    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.bench.profile")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.profile")
     parser.add_argument("--corpus", default=None)
     parser.add_argument("--files", type=int, default=None)
     parser.add_argument("--out", default="bench/profile.json")

@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from audio_pipeline.resources.compute.ray_head import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "realspeech" / "LibriSpeech" / "dev-real"
 VARIANTS = ("pipeline", "faster_whisper", "seed_style")
@@ -63,7 +65,7 @@ def build_corpus(tree: Path, min_s: float, max_files: int | None) -> list[BenchF
     """The tree's utterances, then further copies of them until ``min_s`` seconds are reached."""
     import soundfile as sf
 
-    from ..transcription.librispeech import iter_utterances, parse_transcripts
+    from audio_pipeline.transcription.librispeech import iter_utterances, parse_transcripts
 
     refs: dict[str, str] = {}
     for trans in sorted(tree.glob("*/*/*.trans.txt")):
@@ -156,9 +158,9 @@ def _texts_from_rows(rows: dict[str, str], files: list[BenchFile], key) -> list[
 def run_pipeline(spec: dict) -> dict:
     import dagster as dg
 
-    from ..definitions import ASSETS
-    from ..partitions import transcript_batches
-    from ..profiles import LocalSettings, local_resources
+    from audio_pipeline.definitions import ASSETS
+    from audio_pipeline.partitions import transcript_batches
+    from audio_pipeline.profiles import LocalSettings, local_resources
 
     files = [BenchFile(**f) for f in spec["files"]]
     home = Path(spec["work"]) / "pipeline"
@@ -231,7 +233,7 @@ def run_pipeline(spec: dict) -> dict:
 def run_faster_whisper(spec: dict) -> dict:
     from faster_whisper import WhisperModel
 
-    from ..transcription.models import resolve_model
+    from audio_pipeline.transcription.models import resolve_model
 
     files = [BenchFile(**f) for f in spec["files"]]
     model_path = resolve_model(spec["model"], "ctranslate2", spec["work"]).path
@@ -258,7 +260,7 @@ def run_seed_style(spec: dict) -> dict:
     import pandas as pd
     import ray
 
-    from ..transcription.models import resolve_model
+    from audio_pipeline.transcription.models import resolve_model
 
     files = [BenchFile(**f) for f in spec["files"]]
     model_dir = resolve_model(spec["model"], "transformers", spec["work"]).path  # converted already
@@ -332,7 +334,7 @@ WORKERS = {
 
 
 def _run_variant(variant: str, spec_path: Path, ray_roots: list[int], result_path: Path) -> dict:
-    cmd = [sys.executable, "-m", "audio_pipeline.bench.throughput", "--worker", variant]
+    cmd = [sys.executable, "-m", "tools.bench.throughput", "--worker", variant]
     cmd += ["--spec", str(spec_path), "--result", str(result_path)]
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
     log_path = result_path.with_suffix(".log")
@@ -351,9 +353,9 @@ def _run_variant(variant: str, spec_path: Path, ray_roots: list[int], result_pat
 
 
 def run(args) -> dict:
-    from ..profiles import LocalSettings, local_resources
-    from ..transcription.models import resolve_model
-    from ..transcription.quality import corpus_wer
+    from audio_pipeline.profiles import LocalSettings, local_resources
+    from audio_pipeline.transcription.models import resolve_model
+    from audio_pipeline.transcription.quality import corpus_wer
 
     tree = corpus_dir(args.corpus)
     files = build_corpus(tree, args.min_minutes * 60, args.files)
@@ -375,8 +377,8 @@ def run(args) -> dict:
     base = local_resources(settings)["compute"]
     compute = type(base)(
         home=str(settings.home),
-        gcs_port=_free_port(),
-        dashboard_port=_free_port(),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
         object_store_memory_mb=args.object_store_mb,
         isolated_ports=True,
     )
@@ -470,16 +472,8 @@ def summarize(results, files, tree, audio_s, args, idle_ray_mb) -> dict:
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.bench.throughput")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.throughput")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--corpus", default=None, help="a LibriSpeech-layout subset folder")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..partitions import transcript_batches
-from ..resources.stage import LocalStage
-from ..resources.warehouse import DuckDBStore
-from ..sensors import NewFilesSettings, build_new_stage_files_sensor
+from audio_pipeline.partitions import transcript_batches
+from audio_pipeline.resources.stage import LocalStage
+from audio_pipeline.resources.warehouse import DuckDBStore
+from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
 
 
 def _tick(sensor, resources, instance, cursor):
@@ -70,7 +70,7 @@ def run(files: int, new: int, workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.bench.sensor")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.sensor")
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--new", type=int, default=100)
     args = parser.parse_args(argv)

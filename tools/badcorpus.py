@@ -1,6 +1,6 @@
 """A corpus of bad and unusual inputs, each with the outcome the pipeline must produce.
 
-``python -m audio_pipeline.badcorpus DIR`` (``make badcorpus``) writes the files and a
+``python -m tools.badcorpus DIR`` (``make badcorpus``) writes the files and a
 ``expected.json`` describing each kind: the status it must end with (``ok`` or ``error``), the
 reference text for ok files made from speech, and a substring the error must contain. The
 speech comes from the bundled sample corpus, re-encoded in memory with soundfile and PyAV.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .transcription import librispeech
+from audio_pipeline.transcription import librispeech
 
 OVERSIZE_LIMIT_MB = 64
 
@@ -162,7 +162,7 @@ def generate(dest: Path, long_minutes: float = 20.0) -> list[Case]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m audio_pipeline.badcorpus")
+    parser = argparse.ArgumentParser(prog="python -m tools.badcorpus")
     parser.add_argument(
         "dest",
         type=Path,

@@ -1,7 +1,8 @@
 """``make snowflake-rehearsal``: the whole Snowflake path offline, before spending credits.
 
 Starts a three-node Ray cluster on loopback (a head and two worker raylets with one logical GPU
-each, the second worker joining late) and the emulated account (emulator.py: fakesnow plus
+each, the second worker joining late) and the emulated account (tools/snowflake_emulator:
+fakesnow plus
 documented answers; the real connector, Snowpark, ML Jobs SDK and job launcher), runs
 ``snowflake_setup`` against it, then ``cli demo`` on the ``snowflake`` profile with the bundled
 tiny.en, and prints the demo's summary, the transcripts metadata that came back through Pipes and
@@ -32,9 +33,9 @@ def main() -> int:
 
     from audio_pipeline import cli, snowflake_setup
     from audio_pipeline.resources.compute import LocalRayCompute
+    from audio_pipeline.resources.compute.ray_head import free_port
 
-    from ..conftest import free_port
-    from .emulator import EmulatedAccount
+    from .snowflake_emulator import EmulatedAccount
 
     work = Path(tempfile.mkdtemp(prefix="snowflake-rehearsal-"))
     compute = LocalRayCompute(
@@ -79,9 +80,8 @@ def main() -> int:
         print("rehearsal: make snowflake-setup")
         if snowflake_setup.main([]) != 0:
             return 1
-        instance = dg.DagsterInstance.ephemeral()
-        cli._instance = lambda: instance  # the demo's runs, readable below
-        rc = cli.demo("sample", "bundled:tiny.en", "ctranslate2")
+        instance = dg.DagsterInstance.ephemeral()  # the demo's runs, readable below
+        rc = cli.demo("sample", "bundled:tiny.en", "ctranslate2", instance=instance)
         if rc != 0:
             return rc
         event = instance.get_latest_materialization_event(dg.AssetKey("transcripts"))

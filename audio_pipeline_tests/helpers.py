@@ -1,0 +1,189 @@
+"""Helpers shared by the tests (fixtures stay in conftest.py): resources, corpora, staging,
+sensor ticks, Snowflake connections to fakesnow or the emulated account."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import dagster as dg
+from dagster_snowflake import SnowflakeResource
+
+from audio_pipeline.assets.ingest import LibriSpeechSource
+from audio_pipeline.definitions import ASSETS
+from audio_pipeline.partitions import transcript_batches
+from audio_pipeline.profiles import LocalSettings, local_resources
+from audio_pipeline.resources.compute.ray_head import free_port
+from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
+from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
+from audio_pipeline.transcription import snowflake_sql
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
+
+__all__ = ["free_port"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_TREE = BUNDLED_ROOT / "sample"
+# Real speech (CC BY 4.0) beside the repository: ../shared/data/realspeech
+MIRROR = REPO_ROOT.parent / "shared" / "data" / "realspeech"
+REALSPEECH = MIRROR / "LibriSpeech" / "dev-real"
+SECRET = "pl4nted-Sekret-9f3b"  # planted as the password: must appear in no log or metadata
+
+_counter = itertools.count()
+
+
+def make_resources(home: Path, ray_compute=None, mirror: str = "unused://", md5=None) -> dict:
+    settings = LocalSettings(
+        home=home, mirror=mirror, ray_address=None, gcs_port=0, dashboard_port=0
+    )
+    res = local_resources(settings)
+    if ray_compute is not None:
+        res["compute"] = ray_compute
+    res["librispeech_source"] = LibriSpeechSource(
+        mirror=mirror, work_dir=str(home / "librispeech"), md5_override=md5, progress=False
+    )
+    return res
+
+
+def make_subset_tarball(
+    dest: Path,
+    subset: str,
+    n_chapters: int | None = None,
+    extra_members: dict[str, bytes] | None = None,
+) -> str:
+    """Pack the bundled sample corpus as ``LibriSpeech/<subset>/...`` in a tar.gz; returns md5."""
+    chapters = sorted(p for p in SAMPLE_TREE.glob("*/*") if p.is_dir())[:n_chapters]
+    with tarfile.open(dest, "w:gz") as tar:
+        for chapter in chapters:
+            rel = chapter.relative_to(SAMPLE_TREE)
+            tar.add(chapter, arcname=f"LibriSpeech/{subset}/{rel}")
+        for name, data in (extra_members or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.md5(dest.read_bytes()).hexdigest()
+
+
+ODD = ["with space", "quote'\"s", "semi;colon", "ünïcødé-日本", "-leading-dash"]
+
+
+def stage_sample(home, odd_names=False):
+    stage = home / "stage" / "drop"
+    stage.mkdir(parents=True)
+    for i, flac in enumerate(sorted(SAMPLE_TREE.glob("*/*/*.flac"))):
+        name = f"{ODD[i]} {flac.name}" if odd_names and i < len(ODD) else flac.name
+        shutil.copyfile(flac, stage / name)
+
+
+def sensor_batches(res, instance, cap):
+    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_batch=cap)
+    ctx = dg.build_sensor_context(instance=instance, resources=res)
+    result = build_new_stage_files_sensor()(ctx)
+    keys = [r.partition_key for r in result.run_requests]
+    instance.add_dynamic_partitions(transcript_batches.name, keys)
+    return keys
+
+
+def start_transcription(res, instance, key):
+    """Materialize ``transcripts[key]`` in a thread; small blocks, the slower engine, so that
+    a test can interfere while rows are still being written."""
+    outcome = {}
+
+    def run():
+        outcome["result"] = dg.materialize(
+            ASSETS,
+            selection=["transcripts"],
+            partition_key=key,
+            resources=res,
+            instance=instance,
+            raise_on_error=False,
+            run_config={
+                "ops": {"transcripts": {"config": {"batch_size": 4, "engine": "transformers"}}}
+            },
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+# ------------------------------------------------------------------ Snowflake
+def fake_resource(server: dict, password: str = SECRET) -> SnowflakeResource:
+    extra = {k: server[k] for k in ("host", "port", "protocol", "session_parameters")}
+    return SnowflakeResource(
+        account=server["account"],
+        user=server["user"],
+        password=password,
+        network_timeout=5,
+        additional_snowflake_connection_args=extra,
+    )
+
+
+def create_schema(connection: SnowflakeConnection) -> None:
+    with connection.connect(use_schema=False) as conn:
+        cur = conn.cursor()
+        snowflake_sql.execute(cur, "create_database", database=connection.database)
+        snowflake_sql.execute(cur, "create_schema", schema=connection.schema_fqn)
+
+
+class RecordingCursor:
+    """Records (sql, params); answers scripted rows for statements fakesnow cannot run.
+
+    ``answers`` maps a statement prefix to ``(column_names, rows)``; a list of those is served
+    one per matching call (the last one repeats).
+    """
+
+    def __init__(self, answers: dict | None = None):
+        self.calls: list[tuple[str, object]] = []
+        self.answers = {
+            k: list(v) if isinstance(v, list) else [v] for k, v in (answers or {}).items()
+        }
+        self._result: tuple[list[str], list[tuple]] = ([], [])
+
+    def execute(self, sql, params=None):
+        self.calls.append((sql, params))
+        self._result = ([], [])
+        for prefix, queue in self.answers.items():
+            if sql.startswith(prefix):
+                self._result = queue.pop(0) if len(queue) > 1 else queue[0]
+                break
+        return self
+
+    def fetchall(self):
+        return list(self._result[1])
+
+    @property
+    def description(self):
+        return [(name,) for name in self._result[0]]
+
+
+class RecordingConnection:
+    def __init__(self, cursor: RecordingCursor):
+        self._cursor = cursor
+
+    def cursor(self):
+        return self._cursor
+
+
+def account_connection(account, **kw) -> SnowflakeConnection:
+    """A connection to a fresh database on the emulated account, set up by the real setup plan
+    (stages, tables, compute pools, network rule, integration, grants) as `make
+    snowflake-setup` runs it."""
+    from audio_pipeline import snowflake_setup
+    from audio_pipeline.resources.compute import SnowflakeMLJobCompute
+
+    connection = SnowflakeConnection(
+        resource=fake_resource(account.connection_kwargs()),
+        database=f"ACCT_{next(_counter)}",
+        schema_name="AUDIO_TRANSCRIPTION_SCH",
+        warehouse="ML_MODEL_WH",
+    )
+    compute = SnowflakeMLJobCompute(connection=connection, **kw)
+    steps = snowflake_setup.setup_plan(connection, compute, job_role="SYSADMIN")
+    with connection.connect(use_schema=False) as conn:
+        snowflake_setup.run_plan(conn.cursor(), steps, echo=lambda _m: None)
+    return connection

@@ -1,0 +1,265 @@
+"""The emulated account: its HTTP server, roles and setup DDL; the rest comes from the mixins."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from audio_pipeline.resources.compute.ray_head import free_port
+
+from . import fakesnow_http, grammar
+from .jobs import Instance, Job, JobsMixin, startup_noise  # noqa: F401
+from .pools import ComputePool, PoolsMixin  # noqa: F401
+from .stages import StagesMixin
+from .wire import (
+    SnowflakeError,
+    _bindings,
+    _bucket_dir,
+    _Ctx,
+    _error,
+    _inline,
+    _not_found,
+    _qualify,
+    _result,
+    _strip_comments,
+    _unquote_put_target,
+    norm_ident,
+    split_name,
+)
+
+
+class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
+    """One emulated account: an HTTP server (fakesnow + the answers above) and its jobs.
+
+    Args:
+        work_dir: where job containers keep their logs, homes and token files.
+        ray_address: GCS address (``127.0.0.1:port``) of the Ray cluster jobs attach to.
+        worker_logs: per worker instance (1, 2, ...), a file whose text is appended to that
+            instance's log (for example the worker raylet's output).
+        startup_lines: lines of start-up noise before the launcher's output.
+        pending_s: how long a job stays PENDING before its head container starts.
+        logs_retained_s: after a job ends, how long ``SYSTEM$GET_SERVICE_LOGS`` still answers
+            (None: always); afterwards the SDK reads ``!spcs_get_logs``.
+        create_pool_roles: roles with CREATE COMPUTE POOL on the account (None: every role).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        ray_address: str | None = None,
+        worker_logs: list[Path] | None = None,
+        startup_lines: int = 40,
+        pending_s: float = 1.0,
+        logs_retained_s: float | None = None,
+        create_pool_roles: set[str] | None = None,
+        python: str = sys.executable,
+    ):
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.ray_address = ray_address
+        self.worker_logs = list(worker_logs or [])
+        self.startup_lines = startup_lines
+        self.pending_s = pending_s
+        self.logs_retained_s = logs_retained_s
+        self.create_pool_roles = create_pool_roles
+        self.python = python
+        self.pools: dict[str, ComputePool] = {}
+        self.jobs: dict[str, Job] = {}
+        self.statements: list[tuple[str, str]] = []  # (role, sql) of what this module answered
+        self.ddl: list[str] = []  # setup DDL accepted (network rule, integration, grants)
+        self.roles: dict[str, str] = {}  # session token -> current role
+        self.default_role = "SYSADMIN"
+        self.extra_env: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._server = None
+        self._thread = None
+        self.port: int | None = None
+        self._handlers: list[tuple[re.Pattern, Callable]] = [
+            (r"CALL\s+SYSTEM\$EXECUTE_ML_JOB\s*\(", self._execute_ml_job),
+            (r"CALL\s+SYSTEM\$GET_ML_JOB_RUNTIME\s*\(", self._runtime),
+            (r"DESCRIBE\s+SERVICE\s+", self._describe_service),
+            (r"SHOW\s+SERVICE\s+INSTANCES\s+IN\s+SERVICE\s+", self._show_instances),
+            (r"SELECT\s+SYSTEM\$GET_SERVICE_LOGS\s*\(", self._service_logs),
+            (r"SELECT\s+LOG\s+FROM\s+table\s*\((.+?)!spcs_get_logs", self._event_logs),
+            (r"CALL\s+(.+?)!spcs_cancel_job\s*\(", self._cancel),
+            (r"CALL\s+(.+?)!spcs_wait_for\s*\(", self._wait_for),
+            (r"CREATE\s+COMPUTE\s+POOL\s+", self._create_pool),
+            (r"ALTER\s+COMPUTE\s+POOL\s+", self._alter_pool),
+            (r"(DESCRIBE|DESC)\s+COMPUTE\s+POOL\s+", self._describe_pool),
+            (r"SHOW\s+COMPUTE\s+POOLS", self._show_pools),
+            (r"USE\s+ROLE\s+", self._use_role),
+            (r"(CREATE|ALTER)\s+NETWORK\s+RULE\s+", self._setup_ddl),
+            (r"CREATE\s+EXTERNAL\s+ACCESS\s+INTEGRATION\s+", self._setup_ddl),
+            (r"GRANT\s+", self._grant),
+            (r"CREATE\s+WAREHOUSE\s+", self._setup_ddl),
+            (
+                r"(describe|create)\s+stage\s+(if\s+not\s+exists\s+)?identifier\s*\(\s*\?\s*\)",
+                self._stage_identifier,
+            ),
+            (r"GET\s+", self._get),
+            (r"ALTER\s+STAGE\s+.*\bREFRESH\b", self._refresh_stage),
+            (r"(?=.*\bFROM\s+DIRECTORY\s*\()", self._directory),
+            (r"(?=.*\bget_presigned_url\s*\()", self._presigned),
+            (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
+            (r"select\s+system\$cancel_all_queries\s*\(", self._cancel_queries),
+        ]
+        self._handlers = [(re.compile(p, re.I | re.S), h) for p, h in self._handlers]
+
+    # ---------------------------------------------------------------- server
+    def start(self) -> dict:
+        """Start the server; returns connector keyword arguments for it."""
+        import uvicorn
+
+        self.port = free_port()
+        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, name="emulated account", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the emulated account did not start")
+            time.sleep(0.05)
+        return self.connection_kwargs()
+
+    def connection_kwargs(self) -> dict:
+        return {
+            "account": "emulated",
+            "user": "fake",
+            "password": "snow",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "protocol": "http",
+            "session_parameters": {},
+        }
+
+    def stop(self) -> None:
+        with self._lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            self._kill(job)
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+
+    def _app(self):
+        import fakesnow.server as fs
+        from starlette.applications import Starlette
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def query(request):
+            body = await request.body()
+            if request.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            data = json.loads(body)
+            sql = data.get("sqlText", "")
+            stripped = _strip_comments(sql)
+            for pattern, handler in self._handlers:
+                match = pattern.match(stripped)
+                if not match:
+                    continue
+                try:
+                    token = fs.to_token(request)
+                    conn = fs.to_conn(token)
+                except fs.ServerError as e:
+                    return JSONResponse(
+                        {"data": None, "code": e.code, "message": e.message, "success": False},
+                        status_code=e.status_code,
+                    )
+                params = _bindings(data.get("bindings"))
+                ctx = _Ctx(token, conn, self.roles.get(token, self.default_role))
+                try:
+                    answer = await run_in_threadpool(handler, match, stripped, params, ctx)
+                except SnowflakeError as e:
+                    return JSONResponse(_error(e))
+                with self._lock:
+                    self.statements.append((ctx.role, stripped))
+                if isinstance(answer, dict) and answer.get("command"):
+                    return JSONResponse({"data": answer, "success": True})
+                columns, rows = answer
+                return JSONResponse(_result(columns, rows, conn))
+            rewritten = _unquote_put_target(sql)
+            if rewritten != sql:
+                data["sqlText"] = rewritten
+                raw = json.dumps(data).encode()
+                if request.headers.get("Content-Encoding") == "gzip":
+                    raw = gzip.compress(raw)
+                request._body = raw
+            return await fs.query_request(request)
+
+        async def telemetry(_request):
+            return JSONResponse({"success": True})
+
+        async def presigned(request):
+            from fakesnow.transforms import stage as fs_stage
+            from starlette.responses import FileResponse, Response
+
+            root = Path(fs_stage.LOCAL_BUCKET_PATH).resolve()
+            target = (root / request.path_params["path"]).resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                return Response(status_code=404)
+            return FileResponse(target)
+
+        # fakesnow's routes with the login answer it lacks; the query endpoint is ours (below)
+        routes = [r for r in fakesnow_http.routes() if r.path != "/queries/v1/query-request"]
+        routes += [
+            Route("/queries/v1/query-request", query, methods=["POST"]),
+            Route("/telemetry/send", telemetry, methods=["POST"]),
+            Route("/presigned/{path:path}", presigned, methods=["GET", "HEAD"]),
+        ]
+        return Starlette(routes=routes)
+
+    # ---------------------------------------------------------------- roles and setup DDL
+    def _use_role(self, match, sql, params, ctx):
+        role = norm_ident(sql[match.end() :].strip().rstrip(";"))
+        self.roles[ctx.token] = role
+        return ["status"], [["Statement executed successfully."]]
+
+    def _setup_ddl(self, match, sql, params, ctx):
+        text = _inline(sql, params)
+        grammar.check(text)
+        self.ddl.append(text)
+        return ["status"], [["Statement executed successfully."]]
+
+    def _grant(self, match, sql, params, ctx):
+        text = _inline(sql, params)
+        grammar.check(text)
+        self.ddl.append(text)
+        m = re.match(
+            r"GRANT\s+(.+?)\s+ON\s+COMPUTE\s+POOL\s+(\S+)\s+TO\s+ROLE\s+(\S+)", text, re.I | re.S
+        )
+        if m:
+            pool = self.pools.get(split_name(m.group(2))[-1])
+            if pool is not None:
+                privs = {p.strip().upper() for p in m.group(1).split(",")}
+                pool.grants.setdefault(norm_ident(m.group(3)), set()).update(privs)
+        return ["status"], [["Statement executed successfully."]]
+
+    def _stage_identifier(self, match, sql, params, ctx):
+        name = split_name(str(params[0]).lstrip("@"))
+        db, schema, stage = _qualify(name, ctx.conn)
+        root = _bucket_dir(db, schema, stage)
+        if match.group(1).lower() == "describe":
+            if not self._stage_known(ctx, db, schema, stage):
+                raise _not_found("Stage", f"{db}.{schema}.{stage}")
+            return ["parent_property", "property"], [["STAGE_LOCATION", "URL"]]
+        root.mkdir(parents=True, exist_ok=True)
+        return ["status"], [[f"Stage area {stage} successfully created."]]
+
+    def _stage_known(self, ctx, db, schema, stage) -> bool:
+        cur = ctx.conn.cursor()
+        try:
+            cur.execute(f'LIST @"{db}"."{schema}"."{stage}"')
+            return True
+        except Exception:
+            return False
