@@ -48,7 +48,7 @@ test-fast: install
 
 dev: install
 	@mkdir -p $(DAGSTER_HOME)
-	@$(BIN)/python -m audio_pipeline.run_launcher $(DAGSTER_HOME) >/dev/null
+	@$(BIN)/python -m audio_pipeline.run_health $(DAGSTER_HOME) >/dev/null
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 stop: install

@@ -27,7 +27,7 @@ EPHEMERAL_JOB = "__ephemeral_asset_job__"
 def _instance():
     if os.environ.get("DAGSTER_HOME"):
         home = os.environ["DAGSTER_HOME"]
-        from .run_launcher import write_instance_yaml
+        from .run_health import write_instance_yaml
 
         # No telemetry (nothing leaves this machine), run monitoring, the transcription pool.
         write_instance_yaml(home)

@@ -1,11 +1,13 @@
-"""Definitions for the active profile: assets, job, sensor, schedule, resources."""
+"""Definitions for the active profile: assets, checks, job, sensors, schedule, resources."""
 
 import dagster as dg
 
+from .assets.checks import transcript_checks
 from .assets.compute_pool import transcription_compute_pool
 from .assets.ingest import librispeech_audio
 from .assets.transcripts import transcripts
 from .profiles import resources_for, sensor_interval_s
+from .run_health import build_fail_dead_runs_sensor
 from .sensors import (
     build_new_stage_files_sensor,
     build_stop_orphaned_jobs_sensor,
@@ -13,7 +15,7 @@ from .sensors import (
     transcribe_new_files_schedule,
 )
 
-ASSETS = [librispeech_audio, transcription_compute_pool, transcripts]
+ASSETS = [librispeech_audio, transcription_compute_pool, transcripts, transcript_checks]
 
 
 def build_definitions(resources: dict | None = None, sensor_interval: int | None = None):
@@ -24,6 +26,7 @@ def build_definitions(resources: dict | None = None, sensor_interval: int | None
         sensors=[
             build_new_stage_files_sensor(interval),
             build_stop_orphaned_jobs_sensor(interval),
+            build_fail_dead_runs_sensor(interval),
         ],
         schedules=[transcribe_new_files_schedule],
         resources=resources or resources_for(),

@@ -13,6 +13,8 @@ from pathlib import Path
 from .transcription.librispeech import OPENSLR_BASE_URL
 
 PROFILES = ("local", "snowflake")
+# The Snowflake connector's per-request retry window (SNOWFLAKE_NETWORK_TIMEOUT overrides it).
+NETWORK_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,12 @@ def local_settings(env: dict | None = None) -> LocalSettings:
     )
 
 
+def librispeech_mirror(env: dict | None = None) -> str | None:
+    """``LIBRISPEECH_MIRROR`` as given (None: openslr); its local subsets become partitions."""
+    env = os.environ if env is None else env
+    return env.get("LIBRISPEECH_MIRROR") or None
+
+
 def sensor_interval_s(env: dict | None = None) -> int:
     env = os.environ if env is None else env
     return int(env.get("AUDIO_PIPELINE_SENSOR_INTERVAL_S", "60"))
@@ -67,8 +75,8 @@ def new_files_settings(env: dict | None = None):
 
 
 def local_resources(settings: LocalSettings, env: dict | None = None) -> dict:
-    from .assets.ingest import LibriSpeechSource
     from .resources.compute import LocalRayCompute
+    from .resources.librispeech_source import LibriSpeechSource
     from .resources.stage import LocalStage
     from .resources.warehouse import DuckDBStore
 
@@ -130,21 +138,21 @@ def snowflake_connection(env: dict):
     auth = {k: dg.EnvVar(v) for k, v in optional.items() if env.get(v)}
     if not env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
-    # Non-secret endpoint overrides (PrivateLink hosts, a local test server) and the connector's
-    # network timeout in seconds (how long one request is retried; the connector's default
-    # retries a failing request for many minutes).
+    # Non-secret endpoint overrides (PrivateLink hosts, a local test server).
     endpoint = {
-        k: int(env[v]) if k in ("port", "network_timeout") else env[v]
+        k: int(env[v]) if k == "port" else env[v]
         for k, v in (
             ("host", "SNOWFLAKE_HOST"),
             ("port", "SNOWFLAKE_PORT"),
             ("protocol", "SNOWFLAKE_PROTOCOL"),
-            ("network_timeout", "SNOWFLAKE_NETWORK_TIMEOUT"),
         )
         if env.get(v)
     }
     if endpoint:
         auth["additional_snowflake_connection_args"] = endpoint
+    # How long one request is retried, in seconds: the connector's default retries a failing
+    # request without end, which would hold a process open at exit when the account is gone.
+    auth["network_timeout"] = int(env.get("SNOWFLAKE_NETWORK_TIMEOUT") or NETWORK_TIMEOUT_S)
     resource = SnowflakeResource(
         account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
         user=dg.EnvVar("SNOWFLAKE_USER"),
@@ -158,8 +166,8 @@ def snowflake_connection(env: dict):
 
 def snowflake_resources(env: dict) -> dict:
     """Stage, store and compute on Snowflake; nothing connects until a run uses them."""
-    from .assets.ingest import LibriSpeechSource
     from .resources.compute import SnowflakeMLJobCompute
+    from .resources.librispeech_source import LibriSpeechSource
     from .resources.stage import SnowflakeStage
     from .resources.warehouse import SnowflakeStore
 

@@ -171,3 +171,10 @@ def sample_copy(tmp_path) -> Path:
     dest = tmp_path / "mirror" / "LibriSpeech" / "sample"
     shutil.copytree(SAMPLE_TREE, dest)
     return dest
+
+
+def pytest_configure(config):
+    """SIGTERM unwinds like Ctrl-C: session fixtures stop the Ray heads and servers they started."""
+    from tools import exit_on_sigterm
+
+    exit_on_sigterm()

@@ -14,11 +14,11 @@ from pathlib import Path
 import dagster as dg
 from dagster_snowflake import SnowflakeResource
 
-from audio_pipeline.assets.ingest import LibriSpeechSource
 from audio_pipeline.definitions import ASSETS
 from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.profiles import LocalSettings, local_resources
 from audio_pipeline.resources.compute.ray_head import free_port
+from audio_pipeline.resources.librispeech_source import LibriSpeechSource
 from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
 from audio_pipeline.transcription import snowflake_sql

@@ -14,8 +14,8 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from audio_pipeline.assets.transcripts import TRANSCRIPTION_POOL
-from audio_pipeline.definitions import ASSETS
-from audio_pipeline.run_launcher import LocalRunLauncher, write_instance_yaml
+from audio_pipeline.definitions import ASSETS, build_definitions
+from audio_pipeline.run_health import _WITH_LAUNCHER, write_instance_yaml
 from audio_pipeline.transcription.pipeline import actor_cpus
 
 from .helpers import make_resources, sensor_batches, stage_sample
@@ -43,17 +43,21 @@ def test_actors_never_take_every_cpu_of_a_small_cluster():
     assert actor_cpus(1, 3) == 0.33
 
 
-def test_local_instance_has_run_monitoring_and_one_transcription_at_a_time(tmp_path):
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # older version
+def test_local_instance_fails_dead_runs_and_runs_one_transcription_at_a_time(tmp_path):
+    older = tmp_path / "old"
+    older.mkdir()
+    (older / "dagster.yaml").write_text(_WITH_LAUNCHER)  # written by an earlier version
+    write_instance_yaml(older)
+    assert "run_launcher" not in (older / "dagster.yaml").read_text()
     write_instance_yaml(tmp_path)
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
-        assert isinstance(instance.run_launcher, LocalRunLauncher)
-        assert instance.run_monitoring_enabled
-        assert instance.run_launcher.supports_check_run_worker_health
+        assert isinstance(instance.run_launcher, dg.DefaultRunLauncher)  # fail_dead_runs's case
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     finally:
         instance.dispose()
+    sensors = {s.name for s in build_definitions(resources={}).sensors}
+    assert {"fail_dead_runs", "stop_orphaned_ray_jobs"} <= sensors
     spec = dg.Definitions(assets=ASSETS).get_assets_def("transcripts")
     assert spec.op.pool == TRANSCRIPTION_POOL
 

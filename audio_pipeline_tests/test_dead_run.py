@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from audio_pipeline.run_launcher import run_worker_pid, write_instance_yaml
+from audio_pipeline.run_health import run_worker_pid, write_instance_yaml
 
 from .helpers import REALSPEECH, free_port, stage_sample
 
@@ -95,8 +95,7 @@ def test_a_killed_run_is_marked_failed_and_its_ray_job_stopped(tmp_path, ray_com
             return current.status == dg.DagsterRunStatus.FAILURE
 
         wait_for("the run marked failed", failed, 90, log_path)
-        # Which monitor notices first (our launcher's health check, naming the PID, or
-        # Dagster's run monitoring) depends on timing; either way the run is failed.
+        # The fail_dead_runs sensor found the PID gone.
 
         def stopped():
             status = client.get_job_status(job.submission_id)

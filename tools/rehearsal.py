@@ -115,4 +115,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from tools import exit_on_sigterm
+
+    exit_on_sigterm()
     sys.exit(main())

@@ -4,27 +4,13 @@ from pathlib import Path
 
 import dagster as dg
 import soundfile as sf
-from pydantic import Field
 
 from ..partitions import librispeech_batch_key, librispeech_subsets, transcript_batches
 from ..resources.compute import TranscriptionCompute
+from ..resources.librispeech_source import LibriSpeechSource
 from ..resources.stage import AudioStage
 from ..resources.warehouse import TranscriptStore
 from ..transcription import librispeech
-
-
-class LibriSpeechSource(dg.ConfigurableResource):
-    """Where LibriSpeech comes from: a base URL or a local mirror directory."""
-
-    mirror: str = librispeech.OPENSLR_BASE_URL
-    work_dir: str
-    md5_override: str | None = None
-    progress: bool = True
-    run_as_job: bool = Field(
-        default=False,
-        description="download and upload on the compute's CPU pool as a remote job (Snowflake "
-        "ML Job, as the quickstart does) instead of in the Dagster process",
-    )
 
 
 @dg.asset(

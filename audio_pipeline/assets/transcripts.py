@@ -10,13 +10,12 @@ from ..resources.warehouse import TranscriptStore
 from ..transcription.engine import DecodingOptions
 from ..transcription.entry import markdown_preview
 from ..transcription.models import model_id_for
-from ..transcription.quality import BatchReport, CheckThresholds, evaluate_checks, percent
+from ..transcription.quality import BatchReport, percent
 from ..transcription.settings import MIB, JobSettings, default
 from .compute_pool import transcription_compute_pool
 from .ingest import librispeech_audio
 
 _DECODING = DecodingOptions()
-_CHECKS = CheckThresholds()
 
 
 # Runs of transcripts on one cluster share this Dagster concurrency pool: the instance's
@@ -64,17 +63,6 @@ class TranscriptsConfig(dg.Config):
         description="fail (and stop) the job when no row has come back for this long; "
         "None: wait forever",
     )
-    max_error_rate: float = Field(
-        default=_CHECKS.max_error_rate, ge=0, le=1, description="error_rate check"
-    )
-    max_wer: float = Field(
-        default=_CHECKS.max_wer,
-        ge=0,
-        description="wer check, where references exist; a fraction (0.25 is shown as 25 %)",
-    )
-    max_flagged_rate: float = Field(
-        default=_CHECKS.max_flagged_rate, ge=0, le=1, description="hallucinations check"
-    )
 
     def decoding(self) -> DecodingOptions:
         return DecodingOptions(
@@ -85,58 +73,23 @@ class TranscriptsConfig(dg.Config):
             pack=self.pack,
         )
 
-    def thresholds(self) -> CheckThresholds:
-        return CheckThresholds(self.max_error_rate, self.max_wer, self.max_flagged_rate)
-
-
-CHECK_DESCRIPTIONS: dict[str, str] = {
-    "completeness": "Every manifest file of the partition has a transcript row for the model.",
-    "error_rate": "The share of error rows is at most max_error_rate.",
-    "wer": "Corpus WER against reference transcripts is at most max_wer (where references exist).",
-    "hallucinations": "The share of rows flagged by the hallucination heuristics (compression "
-    "ratio > 2.4, repeated n-grams, text on silent audio) is at most max_flagged_rate.",
-}
-
-
-def check_results(outcomes) -> list[dg.AssetCheckResult]:
-    return [
-        dg.AssetCheckResult(
-            check_name=o.name,
-            passed=o.passed,
-            severity=dg.AssetCheckSeverity(o.severity),
-            metadata=o.metadata,
-        )
-        for o in outcomes
-    ]
-
 
 TRANSCRIPTS = dg.AssetKey("transcripts")
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            TRANSCRIPTS,
-            description="One row per (file, model) for the batch's audio files: text, "
-            "segments, status.",
-            deps=[
-                dg.AssetDep(librispeech_audio, partition_mapping=dg.AllPartitionMapping()),
-                transcription_compute_pool,
-            ],
-            group_name="transcription",
-            kinds={"ray", "whisper"},
-        )
+@dg.asset(
+    key=TRANSCRIPTS,
+    description="One row per (file, model) for the batch's audio files: text, segments, status.",
+    deps=[
+        dg.AssetDep(librispeech_audio, partition_mapping=dg.AllPartitionMapping()),
+        # The job runs on the pool this asset provisions: it is materialized (ensured) first.
+        transcription_compute_pool,
     ],
+    group_name="transcription",
+    kinds={"ray", "whisper"},
     partitions_def=transcript_batches,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=TRANSCRIPTION_POOL,
-    check_specs=[
-        dg.AssetCheckSpec(name, asset=TRANSCRIPTS, description=text)
-        for name, text in CHECK_DESCRIPTIONS.items()
-    ],
-    # Checks can run without the asset (re-evaluated from the table), and a check with nothing
-    # to measure (wer without references) gets no result: Dagster shows it skipped.
-    can_subset=True,
 )
 def transcripts(
     context: dg.AssetExecutionContext,
@@ -146,20 +99,11 @@ def transcripts(
     compute: TranscriptionCompute,
 ):
     """One row per (file, model) for the batch's audio files: text, segments, status."""
-    if context.has_partition_key or context.has_partition_key_range:
-        batch_keys = list(context.partition_keys)
-    else:  # the checks alone, unpartitioned (the UI's "Execute checks"): every batch
-        batch_keys = transcript_batches.get_partition_keys(
-            dynamic_partitions_store=context.instance
-        )
+    batch_keys = list(context.partition_keys)
     model = config.model or compute.default_model
     engine = config.engine or compute.default_engine
     model_id = model_id_for(model)
     store.ensure_tables()
-    if TRANSCRIPTS not in context.selected_asset_keys:  # checks only: from the table as it is
-        report = store.batch_report(batch_keys, model_id)
-        yield from _selected(context, check_results(evaluate_checks(report, config.thresholds())))
-        return
     pending = store.pending_files(batch_keys, model_id, config.force, config.retry_errors)
     if not pending:
         report = store.batch_report(batch_keys, model_id)
@@ -168,14 +112,9 @@ def transcripts(
             f"{', '.join(batch_keys)} have a transcript for {model_id}"
         )
         report_partitions(context, store, model_id, {}, None)
-        yield dg.MaterializeResult(
-            check_results=_selected(
-                context, check_results(evaluate_checks(report, config.thresholds()))
-            ),
-            metadata={"status": "cached", "model_id": model_id},
-        )
-        return
+        return dg.MaterializeResult(metadata={"status": "cached", "model_id": model_id})
     context.log.info(f"{len(pending)} file(s) to transcribe with {model_id} ({engine})")
+    # Idempotent: a pool materialized earlier may have stopped since (or auto-suspended).
     pool = compute.ensure_pool(log=context.log)
     settings = JobSettings(
         batch_keys=batch_keys,
@@ -194,7 +133,6 @@ def transcripts(
         calls_per_actor=config.calls_per_actor,
         max_file_bytes=config.max_file_mb * MIB,
         stall_timeout_s=config.stall_timeout_s,
-        checks=config.thresholds(),
     )
     invocation = compute.run_payload(
         context, extras={"job": settings.to_extras(), "partition_keys": batch_keys}
@@ -207,30 +145,8 @@ def transcripts(
     metadata["job_audio_minutes"] = round(job.get("audio_seconds", 0.0) / 60, 2)
     metadata["pool"] = str(pool.get("address", ""))
     metadata.update(invocation.metadata or {})
-    _allow_unreported_checks(context)
-    yield dg.MaterializeResult(
-        metadata=metadata, check_results=_selected(context, result.check_results or [])
-    )
-
-
-def _selected(context, results: list[dg.AssetCheckResult]) -> list[dg.AssetCheckResult]:
-    keys = context.selected_asset_check_keys
-    return [r for r in results if dg.AssetCheckKey(TRANSCRIPTS, r.check_name) in keys]
-
-
-def _allow_unreported_checks(context) -> None:
-    """Let a check the payload did not report (nothing to measure) stay without a result.
-
-    A Pipes session marks the step as one whose every selected output must be yielded; the
-    payload's results have all been read by now, so the step goes back to Dagster's default,
-    where an optional check output left out is recorded as skipped. Dagster has no public way
-    to say this, hence the private attribute (``test_bad_input``, which asserts ``wer`` resolves
-    SKIPPED, fails if a Dagster upgrade moves it).
-    """
-    step = context.op_execution_context._step_execution_context
-    if not hasattr(step, "_requires_typed_event_stream"):
-        raise RuntimeError("this Dagster version moved _requires_typed_event_stream")
-    step._requires_typed_event_stream = False
+    metadata["model_id"] = model_id  # the checks read which model's rows to measure
+    return dg.MaterializeResult(metadata=metadata)
 
 
 # What a job reports about itself; its file counts, WER and preview are per partition instead.

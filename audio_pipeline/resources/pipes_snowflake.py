@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesMessageReader
-from dagster._core.pipes.utils import PipesEnvContextInjector
+from dagster import PipesClientCompletedInvocation, PipesEnvContextInjector, PipesMessageReader
 
 STAGE_KEY = "snowflake_stage"  # what transcription/pipes_stage.py looks for
 INTERVAL_KEY = "interval_s"

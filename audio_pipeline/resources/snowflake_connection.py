@@ -8,7 +8,6 @@ put in metadata or in exception text (connector errors are re-raised without con
 
 from __future__ import annotations
 
-import atexit
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -88,31 +87,17 @@ class SnowflakeConnection(dg.ConfigurableResource):
 
     @contextmanager
     def snowpark_session(self) -> Iterator:
-        """A Snowpark session from the same settings (ML Jobs need one)."""
+        """A Snowpark session over one of our connector connections (ML Jobs need one).
+
+        The connection closes (and logs out) when the block ends; Snowpark's own close of the
+        session at interpreter exit then finds it closed. Were the logout to fail, that close is
+        retried for the connector's network timeout, which the profile always sets
+        (``SNOWFLAKE_NETWORK_TIMEOUT``, default in ``profiles.py``), never without end.
+        """
         from snowflake.snowpark import Session
 
-        if self.resource is not None:
-            # what SnowflakeResource.create_snowpark_session does, minus its failing-close error
-            args = dict(self.resource._connection_args)  # noqa: SLF001
-        else:
-            args = self._named_args()
-        session = Session.builder.configs(args).create()
-        try:
-            yield session
-        finally:
-            try:
-                session.close()
-            except Exception as exc:  # closing must not mask the job's outcome
-                dg.get_dagster_logger().warning(
-                    f"closing the Snowpark session failed: {type(exc).__name__}"
-                )
-                try:
-                    session.connection.close()
-                except Exception:
-                    pass
-            # Snowpark closes every session again at interpreter exit and retries without end
-            # when the account cannot be reached then: never let that hold a process open.
-            atexit.unregister(session._close_at_exit)  # noqa: SLF001
+        with self.connect(use_schema=False) as conn:  # the resource's database and schema
+            yield Session.builder.configs({"connection": conn}).create()
 
     def describe(self) -> str:
         return f"{self.database}.{self.schema_name}"

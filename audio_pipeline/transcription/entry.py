@@ -2,7 +2,7 @@
 
 Under Dagster Pipes the job settings arrive in the extras (key ``job``); outside Pipes they can be
 given as a JSON file with ``--settings``. What one path reports the other reports: the summary as
-materialization metadata, and every asset check.
+materialization metadata.
 """
 
 from __future__ import annotations
@@ -47,15 +47,8 @@ def prepare(settings: JobSettings) -> JobSettings:
 
 
 def report(pipes: PipesContext, summary: JobSummary) -> None:
-    """The materialization and every check, back through Pipes."""
+    """The materialization, back through Pipes (the checks read the table in Dagster)."""
     pipes.report_asset_materialization(metadata=summary_metadata(summary))
-    for check in summary.checks:
-        pipes.report_asset_check(
-            check_name=check.name,
-            passed=check.passed,
-            severity=check.severity,
-            metadata=check.metadata,
-        )
 
 
 def run_with_pipes(pipes: PipesContext) -> JobSummary:

@@ -102,7 +102,6 @@ class JobSummary:
     expected_nodes: int | None = None
     error_samples: list[str] = field(default_factory=list)
     preview: list[dict] = field(default_factory=list)
-    checks: list[quality.CheckOutcome] = field(default_factory=list)
     files_by_batch: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -113,7 +112,7 @@ class JobSummary:
         return asdict(self) | {"x_real_time": self.x_real_time}
 
     def metadata(self) -> dict:
-        """Plain values for the materialization (no preview, no checks)."""
+        """Plain values for the materialization (no preview)."""
         keys = ("files", "ok", "errors", "flagged", "nodes", "actors", "threads_per_actor")
         keys += ("calls_per_actor", "wer_files")
         meta = {k: getattr(self, k) for k in keys}
@@ -546,12 +545,8 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     )
     summary = JobSummary(model_id=settings.model_id or settings.model, engine=settings.engine)
     log_fn(f"{len(files)} file(s) to transcribe in batch(es) {', '.join(settings.batch_keys)}")
-    model_id = settings.model_id or settings.model
     if not files:
         summary.wall_s = time.perf_counter() - started
-        summary.checks = quality.evaluate_checks(
-            sink.batch_report(settings.batch_keys, model_id), settings.checks
-        )
         return summary
     references = sink.references([f.file_path for f in files])
     pairs: list[tuple[str, str]] = []
@@ -586,7 +581,4 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     summary.wer_files = len(pairs)
     if summary.files != len(files):
         raise RuntimeError(f"{len(files)} files were planned but {summary.files} rows came back")
-    summary.checks = quality.evaluate_checks(
-        sink.batch_report(settings.batch_keys, model_id), settings.checks
-    )
     return summary

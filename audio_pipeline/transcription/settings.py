@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .engine import DecodingOptions
-from .quality import CheckThresholds
 
 MIB = 1024 * 1024
 
@@ -40,13 +39,11 @@ class JobSettings:
     decode_batch_size: int = 4
     progress_interval_s: float = 10.0
     stall_timeout_s: float | None = 900.0
-    checks: CheckThresholds = field(default_factory=CheckThresholds)
 
     @classmethod
     def from_extras(cls, extras: dict) -> JobSettings:
         data = dict(extras)
         data["decoding"] = DecodingOptions(**(data.get("decoding") or {}))
-        data["checks"] = CheckThresholds(**(data.get("checks") or {}))
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

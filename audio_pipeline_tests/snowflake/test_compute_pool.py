@@ -107,11 +107,14 @@ def test_bad_pool_config_is_rejected():
         compute(min_nodes=3, max_nodes=2).ensure_pool_with(RecordingCursor())
 
 
-def test_connector_binds_pool_params_as_literals(sf_connection):
-    """The params above, bound by the real connector (pyformat): ints and booleans as literals."""
+def test_connector_binds_pool_params_as_literals():
+    """The params above, bound as the real connector binds pyformat (its public converter):
+    ints and booleans as literals."""
+    from snowflake.connector.converter import SnowflakeConverter
+
     create, params = compute().pool_sql()["create"]
-    with sf_connection.connect() as conn:
-        bound = create % conn._process_params_pyformat(params)
+    conv = SnowflakeConverter()
+    bound = create % {k: conv.quote(conv.escape(conv.to_snowflake(v))) for k, v in params.items()}
     assert "MIN_NODES = 1\n" in bound and "AUTO_RESUME = TRUE\n" in bound
     assert bound.endswith("INITIALLY_SUSPENDED = TRUE")
 

@@ -17,10 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent(
     """
-    import sys
+    import os, sys
     from tools.snowflake_emulator import fakesnow_http
-    from dagster_snowflake import SnowflakeResource
-    from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
+    from audio_pipeline import profiles
 
     patched = sys.argv[1] == "patched"
     if patched:
@@ -29,16 +28,17 @@ CHILD = textwrap.dedent(
         import fakesnow
         server = fakesnow.server()
     with server as kwargs:
-        resource = SnowflakeResource(  # no network_timeout: the connector's default
-            account=kwargs["account"], user=kwargs["user"], password=kwargs["password"],
-            additional_snowflake_connection_args={
-                k: kwargs[k] for k in ("host", "port", "protocol", "session_parameters")
-            },
-        )
-        connection = SnowflakeConnection(resource=resource, database="D", schema_name="S")
-        with connection.snowpark_session() as session:
-            assert session.sql("select 41 + 1").collect()[0][0] == 42
-        print("closed:", session._conn.is_closed(), flush=True)
+        os.environ.update({
+            "SNOWFLAKE_ACCOUNT": kwargs["account"], "SNOWFLAKE_USER": kwargs["user"],
+            "SNOWFLAKE_PASSWORD": kwargs["password"], "SNOWFLAKE_HOST": kwargs["host"],
+            "SNOWFLAKE_PORT": str(kwargs["port"]), "SNOWFLAKE_PROTOCOL": kwargs["protocol"],
+            "SNOWFLAKE_NETWORK_TIMEOUT": sys.argv[2],
+        })
+        resource = profiles.snowflake_connection(dict(os.environ))  # as the profile builds it
+        with resource.process_config_and_initialize_cm() as connection:
+            with connection.snowpark_session() as session:
+                assert session.sql("select 41 + 1").collect()[0][0] == 42
+        print("closed:", session.connection.is_closed(), flush=True)
     print("server stopped", flush=True)
     """
 )
@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
 @pytest.mark.parametrize("server", ["patched", "as-shipped"])
 def test_the_process_exits_after_the_account_is_gone(server):
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, server],
+        [sys.executable, "-c", CHILD, server, "20"],
         cwd=REPO,
         capture_output=True,
         text=True,

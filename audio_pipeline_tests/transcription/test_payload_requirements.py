@@ -33,7 +33,7 @@ from audio_pipeline.transcription import audio, quality, settings, pipes_stage
 s = settings.JobSettings.from_extras({{
     "batch_keys": ["b"], "model": "bundled:tiny.en", "engine": "ctranslate2", "home": "/tmp/h",
     "source": {{"kind": "local", "root": "/tmp"}}, "sink": {{"kind": "duckdb", "path": "/tmp/x"}},
-    "decoding": {{"language": "en", "batch_size": 4}}, "checks": {{"max_wer": 0.2}},
+    "decoding": {{"language": "en", "batch_size": 4}},
 }})
 assert s.to_extras()["decoding"]["batch_size"] == 4
 data = open({flac!r}, "rb").read()

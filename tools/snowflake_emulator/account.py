@@ -194,7 +194,7 @@ class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
                 raw = json.dumps(data).encode()
                 if request.headers.get("Content-Encoding") == "gzip":
                     raw = gzip.compress(raw)
-                request._body = raw
+                request = _with_body(request, raw)
             return await fs.query_request(request)
 
         async def telemetry(_request):
@@ -263,3 +263,13 @@ class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
             return True
         except Exception:
             return False
+
+
+def _with_body(request, body: bytes):
+    """The same request with another body (starlette reads it through ``receive``)."""
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,6 +180,11 @@ class RayHead:
         return f"127.0.0.1:{self.gcs_port}"
 
     @property
+    def temp_dir(self) -> Path:
+        """Ray's session files, logs and runtime environments for this cluster alone."""
+        return Path(tempfile.gettempdir()) / f"ray-{self.gcs_port}"
+
+    @property
     def pid_file(self) -> Path:
         return self.state_dir / f"head-{self.dashboard_port}.pid"
 
@@ -215,7 +221,7 @@ class RayHead:
         flags.append(f"--object-store-memory={self.object_store_memory_mb * 1024 * 1024}")
         # Ray's default /tmp/ray is shared by every cluster on the machine, and a job's driver
         # finds its cluster through /tmp/ray/ray_current_cluster: the latest head's, not ours.
-        flags.append(f"--temp-dir={Path(tempfile.gettempdir()) / f'ray-{self.gcs_port}'}")
+        flags.append(f"--temp-dir={self.temp_dir}")
         if num_cpus is not None:
             flags.append(f"--num-cpus={num_cpus}")
         if num_gpus is not None:
@@ -291,4 +297,7 @@ class RayHead:
         for f in pids:
             f.unlink(missing_ok=True)
         stopped = _kill_groups([p for p in pids.values() if p], timeout_s)
-        return pids.get(self.pid_file, 0) in stopped
+        head_stopped = pids.get(self.pid_file, 0) in stopped
+        if head_stopped:  # its sessions, logs and runtime environments: nothing reads them now
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return head_stopped
