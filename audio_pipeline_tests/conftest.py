@@ -6,6 +6,7 @@ import http.server
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -178,3 +179,35 @@ def pytest_configure(config):
     from tools import exit_on_sigterm
 
     exit_on_sigterm()
+
+
+# Tiers: `make test-fast` (-m "not slow") starts no subprocess and no Ray; a test that needs a
+# Ray cluster or the emulated account (Ray nodes, job containers) is slow by its fixtures.
+SLOW_FIXTURES = {
+    "ray_compute",
+    "multinode_ray",
+    "job_cluster",
+    "emulated_account",
+    "acct_connection",
+}
+SLOW_FIXTURES |= {"private_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+class _NoSubprocess(subprocess.Popen):
+    def __init__(self, args, *a, **kw):
+        raise RuntimeError(
+            f"the unit tier starts no subprocess ({args!r}): mark the test slow (end-to-end tier)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_starts_no_subprocess(request, monkeypatch):
+    if request.config.getoption("markexpr") == "not slow":
+        monkeypatch.setattr(subprocess, "Popen", _NoSubprocess)
+    yield

@@ -12,6 +12,9 @@ from audio_pipeline.transcription.librispeech import CATALOGUE
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Runs subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.slow
+
 
 def run_cli(home: Path, *args: str, env: dict | None = None, timeout: float = 300):
     base = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH_MIRROR", "RAY_ADDRESS")}

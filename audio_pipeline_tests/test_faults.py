@@ -23,6 +23,7 @@ def hold_lock(path, seconds):
     return proc
 
 
+@pytest.mark.slow  # a subprocess
 def test_locked_duckdb_gives_a_clear_error_then_retries_through(tmp_path):
     path = tmp_path / "w.duckdb"
     DuckDBSink(path).ensure_tables()

@@ -6,7 +6,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+
+# Runs subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.slow
 
 
 def test_wheel_carries_the_sql_and_the_installed_package_finds_it(tmp_path):

@@ -59,6 +59,7 @@ def _corpus() -> list[tuple[librispeech.Utterance, str]]:
     return [(u, refs[u.utterance_id]) for u in librispeech.iter_utterances(TREE)]
 
 
+@pytest.mark.slow  # a subprocess
 @needs_realspeech
 def test_a_local_mirror_folder_offers_subsets_the_catalogue_does_not_list(tmp_path):
     assert librispeech.mirror_subsets(str(MIRROR)) == ["dev-real"]

@@ -21,6 +21,7 @@ from audio_pipeline.transcription.pipeline import plan_actors
 SAMPLE = BUNDLED_ROOT / "sample"
 
 
+@pytest.mark.slow  # a subprocess
 def test_payload_bundle_imports_nothing_from_dagster_but_pipes(tmp_path):
     bundle = build_payload_dir(tmp_path / "bundle")
     sql = bundle / "audio_pipeline" / "transcription" / "sql_files"

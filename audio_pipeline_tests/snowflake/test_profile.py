@@ -36,6 +36,7 @@ DUMMY = {
 _db = itertools.count()
 
 
+@pytest.mark.slow  # a subprocess
 def test_definitions_load_under_snowflake_profile_without_connecting():
     """A fresh interpreter imports audio_pipeline.definitions; any connect attempt would raise."""
     code = """

@@ -43,6 +43,9 @@ CHILD = textwrap.dedent(
     """
 )
 
+# Runs subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("server", ["patched", "as-shipped"])
 def test_the_process_exits_after_the_account_is_gone(server):
