@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import functools
 import logging
-import os
 import re
 import sys
 import time
@@ -25,11 +24,13 @@ EPHEMERAL_JOB = "__ephemeral_asset_job__"
 
 
 def _instance():
-    if os.environ.get("DAGSTER_HOME"):
-        home = os.environ["DAGSTER_HOME"]
+    from .profiles import dagster_home
+
+    home = dagster_home()
+    if home:
         from .run_health import write_instance_yaml
 
-        # No telemetry (nothing leaves this machine), run monitoring, the transcription pool.
+        # No telemetry (nothing leaves this machine), the transcription pool.
         write_instance_yaml(home)
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser(
         "demo", parents=[common], help="ingest a subset, ensure the pool, transcribe, summarize"
     )
-    d.add_argument("--subset", default=os.environ.get("SUBSET") or "sample")
+    d.add_argument("--subset", default="sample")
     d.add_argument("--model", default=None)
     d.add_argument("--engine", default=None, choices=["transformers", "ctranslate2"])
     sub.add_parser("stop", parents=[common], help="stop the local Ray head this project started")

@@ -60,6 +60,12 @@ def librispeech_mirror(env: dict | None = None) -> str | None:
     return env.get("LIBRISPEECH_MIRROR") or None
 
 
+def dagster_home(env: dict | None = None) -> str | None:
+    """``DAGSTER_HOME`` (None: the CLI uses an ephemeral instance)."""
+    env = os.environ if env is None else env
+    return env.get("DAGSTER_HOME") or None
+
+
 def sensor_interval_s(env: dict | None = None) -> int:
     env = os.environ if env is None else env
     return int(env.get("AUDIO_PIPELINE_SENSOR_INTERVAL_S", "60"))

@@ -10,7 +10,6 @@ to the hosts the jobs need (LibriSpeech mirrors, Hugging Face, PyPI), never 0.0.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 
@@ -132,7 +131,7 @@ def run_plan(cursor, steps: list[Step], echo=print) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .profiles import snowflake_resources
+    from .profiles import resources_for
 
     parser = argparse.ArgumentParser(prog="python -m audio_pipeline.snowflake_setup")
     parser.add_argument("--role", default="SYSADMIN", help="role for data objects")
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-host", action="append", default=[], help="another egress host")
     parser.add_argument("--dry-run", action="store_true", help="print, do not connect")
     args = parser.parse_args(argv)
-    resources = snowflake_resources(dict(os.environ))
+    resources = resources_for("snowflake")
     with resources["compute"].connection.process_config_and_initialize_cm() as connection:
         compute = resources["compute"].model_copy(update={"connection": connection})
         return _setup(connection, compute, args)
