@@ -4,16 +4,11 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .helpers import free_port
+from . import helpers
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "ui"
@@ -35,46 +30,14 @@ def dagster_dev(tmp_path, home):
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True)
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port = free_port()
     env = os.environ | {
         "AUDIO_PIPELINE_HOME": str(home),
         "DAGSTER_HOME": str(dagster_home),
         # The tests register their own batches; the sensor stays on, ticking rarely.
         "AUDIO_PIPELINE_SENSOR_INTERVAL_S": "3600",
     }
-    log = open(tmp_path / "dagster-dev.log", "wb")
-    dagster = Path(sys.executable).with_name("dagster")
-    # dagster dev ignores SIGTERM when backgrounded: own session, stopped by PID (process group).
-    proc = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{url}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "dagster-dev.log").read_text()
-                time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not answer in 120 s")
-        yield url
-    finally:
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=20)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        log.close()
+    with helpers.dagster_dev(tmp_path, env) as server:
+        yield server.url
 
 
 @contextlib.contextmanager
