@@ -110,6 +110,8 @@ def ray_env(worker: bool = False) -> dict[str, str]:
 _WORKER_START = """
 import sys
 import ray._private.services as services
+if not hasattr(services, "resolve_ip_for_localhost"):  # the one private hook (docs/architecture.md)
+    sys.exit("this Ray version moved ray._private.services.resolve_ip_for_localhost")
 services.resolve_ip_for_localhost = lambda host: host
 from ray.scripts.scripts import main
 sys.argv = ["ray", *sys.argv[1:]]
