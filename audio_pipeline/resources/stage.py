@@ -7,10 +7,10 @@ import shutil
 import stat as statmod
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -38,18 +38,102 @@ class StageFile:
     md5: str | None = None
 
 
+EPOCH = datetime(1970, 1, 1)
+# Sorts after every name in a folder and before its subfolders: "folder done" as a position.
+FOLDER_END = "\U0010ffff"
+
+
+def naive_utc_of_ns(ns: int) -> datetime:
+    """A file time in nanoseconds as naive UTC, to the microsecond (what the manifest keeps)."""
+    return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def ns_of(value: datetime) -> int:
+    return (value.replace(tzinfo=None) - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A position in a pass: every file up to ``path`` (in the pass's order) was yielded.
+    ``matched``: a folder skipped because its digest equals the manifest's."""
+
+    path: str
+    matched: str | None = None
+
+
+@dataclass
+class ScanPass:
+    """One pass over the stage, resumable from ``after`` (the last position handled).
+
+    ``full``: every file (else only what changed since ``since``); files modified after
+    ``horizon`` wait for the next pass (they may still be being written); ``state``: the
+    backend's own notes (JSON).
+    """
+
+    full: bool
+    horizon: datetime
+    since: datetime | None = None
+    after: str = ""
+    state: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "full": self.full,
+            "horizon": self.horizon.isoformat(),
+            "since": self.since.isoformat() if self.since else None,
+            "after": self.after,
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ScanPass:
+        since = data.get("since")
+        return cls(
+            full=bool(data["full"]),
+            horizon=datetime.fromisoformat(data["horizon"]),
+            since=datetime.fromisoformat(since) if since else None,
+            after=str(data.get("after") or ""),
+            state=dict(data.get("state") or {}),
+        )
+
+
 class AudioStage(dg.ConfigurableResource, ABC):
-    """A place holding audio files, addressed by stage-relative paths."""
+    """A place holding audio files, addressed by stage-relative paths.
+
+    The new-file sensor walks it in passes (``scan``), a bounded piece per tick; each backend
+    makes a pass cost what changed, not what is there.
+    """
 
     @abstractmethod
     def list_files(self, prefix: str = "") -> Iterator[StageFile]:
         """Audio files under ``prefix`` (supported extensions only)."""
 
     def list_new_files(self, since: datetime | None, prefix: str = "") -> Iterator[StageFile]:
-        """Files modified after ``since`` (all when None); backends may push the filter down."""
+        """Files modified after ``since`` (all when None)."""
         for f in self.list_files(prefix):
             if since is None or f.last_modified > since:
                 yield f
+
+    def prepare_tick(self, memory: dict, idle_check: bool) -> bool | None:
+        """First thing of every tick: make the listing current. With ``idle_check``, say whether
+        anything may have changed since the last pass (None: only a scan can tell)."""
+        return None
+
+    @abstractmethod
+    def scan(
+        self,
+        scan: ScanPass,
+        memory: dict,
+        prefix: str = "",
+        digests: Callable[[], dict] | None = None,
+    ) -> Iterator[StageFile | Mark]:
+        """The pass's candidate files after ``scan.after``, in the pass's fixed order, and a
+        ``Mark`` at each point up to which everything was yielded. ``memory`` is the backend's
+        own state between ticks (kept in the sensor's cursor); ``digests`` gives the manifest's
+        ``{folder: (files, bytes, sum of modification times in µs)}``."""
+
+    def finish_pass(self, scan: ScanPass, memory: dict) -> None:
+        """Called once a pass has handled all its files."""
 
     @abstractmethod
     def put_file(self, local: Path, path: str) -> bool:
@@ -64,6 +148,35 @@ class AudioStage(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def describe(self) -> str: ...
+
+
+def _file_stat(entry: os.DirEntry) -> os.stat_result | None:
+    """A regular file's stat (a link: its target's; a dangling link: its own); else None."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    if statmod.S_ISLNK(st.st_mode):
+        try:
+            return entry.stat(follow_symlinks=True)
+        except OSError:
+            return st
+    return st if statmod.S_ISREG(st.st_mode) else None
+
+
+def _position(path: str) -> tuple[tuple[str, ...], str] | None:
+    if not path:
+        return None
+    *folder, name = path.split("/")
+    return tuple(folder), name
+
+
+def digest_of(files) -> tuple[int, int, int]:
+    """(files, bytes, sum of modification times in µs) of ``(name, size, mtime_ns)`` items."""
+    return (len(files), sum(f[1] for f in files), sum(f[2] // 1000 for f in files))
+
+
+MAX_REMEMBERED_FOLDERS = 5000
 
 
 class LocalStage(AudioStage):
@@ -82,15 +195,21 @@ class LocalStage(AudioStage):
         return full
 
     def list_files(self, prefix: str = "") -> Iterator[StageFile]:
-        return self.list_new_files(None, prefix)
+        whole = ScanPass(full=True, horizon=datetime(9999, 1, 1))
+        for item in self.scan(whole, {}, prefix):
+            if isinstance(item, StageFile):
+                yield item
 
-    def list_new_files(self, since: datetime | None, prefix: str = "") -> Iterator[StageFile]:
-        """Walk the folder; with ``since``, stat files only in directories changed after it.
+    def scan(self, scan, memory, prefix="", digests=None):
+        """Walk the folder depth-first in name order (a folder's files, then its subfolders), so
+        that a position is one path; the walk is streamed, one folder in memory at a time.
 
-        Adding or renaming a file updates its directory's modification time, so a directory
-        older than ``since`` holds no new file and its files need no ``stat``. Subdirectories
-        are still descended (their own times decide). A file overwritten in place does not
-        touch its directory: such a change is found by the periodic full rescan.
+        A new-file pass lists only folders changed since ``since`` (adding, removing or renaming
+        a file changes its folder's time) and not as they were when last listed (``memory``
+        keeps the time and newest file time of recently listed folders); a folder with no
+        subfolders (``st_nlink`` 2) that has not changed is not even opened. A file overwritten
+        in place leaves its folder's time alone: the full pass finds it. A full pass opens
+        every folder, and skips those whose digest equals the manifest's.
 
         Hidden files and folders are skipped; so are FIFOs, sockets and devices. A name that is
         not valid UTF-8 is listed escaped (``transcription.sources.stage_path_of``). A folder
@@ -99,42 +218,90 @@ class LocalStage(AudioStage):
         base = self._resolve(prefix) if prefix else self.root_path
         if not base.is_dir():
             return
-        cutoff = since.replace(tzinfo=UTC).timestamp() if since else None
-        stack = [base]
+        base_parts = tuple(stage_path_of(p) for p in base.relative_to(self.root_path).parts)
+        horizon_ns = ns_of(scan.horizon)
+        cutoff_ns = None if scan.full or scan.since is None else ns_of(scan.since)
+        settled_ns = horizon_ns - 1_000_000_000  # folder times are coarse: trust them a second on
+        folders = memory.setdefault("folders", {})
+        stale = [k for k, v in folders.items() if cutoff_ns is not None and v[0] <= cutoff_ns]
+        for key in stale:  # older than the cutoff: the time rule covers them
+            del folders[key]
+        if len(folders) > MAX_REMEMBERED_FOLDERS:
+            keep = sorted(folders.items(), key=lambda kv: kv[1][0])[-MAX_REMEMBERED_FOLDERS:]
+            memory["folders"] = folders = dict(keep)
+        resume = _position(scan.after)
+        manifest = None
+        stack = [(base, base_parts)]
         while stack:
-            folder = stack.pop()
+            folder, parts = stack.pop()
+            from_name = None
+            if resume is not None and parts <= resume[0]:
+                if parts == resume[0]:
+                    from_name = resume[1]
+                elif resume[0][: len(parts)] == parts:
+                    from_name = FOLDER_END  # above the resume point: its own files are done
+                else:
+                    continue  # wholly before the resume point
+            rel = "/".join(parts)
             try:
-                changed = cutoff is None or folder.stat().st_mtime > cutoff
-                entries = list(os.scandir(folder))
+                st = os.stat(folder)
             except OSError:  # gone, or not readable
                 continue
+            known = folders.get(rel)
+            unchanged = not scan.full and (
+                (cutoff_ns is not None and st.st_mtime_ns <= cutoff_ns)
+                or (known is not None and known[0] == st.st_mtime_ns)
+            )
+            if unchanged and st.st_nlink == 2:  # and no subfolders: nothing to open
+                continue
+            skip_files = unchanged or from_name == FOLDER_END
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            subdirs, files = [], []
             for entry in entries:
                 name = entry.name
                 if name.startswith("."):
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
-                        continue
-                    if not changed or not name.lower().endswith(SUPPORTED_EXTENSIONS):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                    if statmod.S_ISLNK(st.st_mode):
-                        try:  # the target's size and time; a dangling link keeps its own
-                            st = entry.stat(follow_symlinks=True)
-                        except OSError:
-                            pass
-                    elif not statmod.S_ISREG(st.st_mode):
+                        subdirs.append((stage_path_of(name), entry.path))
                         continue
                 except OSError:
                     continue
-                if cutoff is not None and st.st_mtime <= cutoff:
+                if skip_files or not name.lower().endswith(SUPPORTED_EXTENSIONS):
                     continue
-                yield StageFile(
-                    path=stage_path_of(Path(entry.path).relative_to(self.root_path).as_posix()),
-                    size_bytes=st.st_size,
-                    last_modified=datetime.fromtimestamp(st.st_mtime, UTC).replace(tzinfo=None),
-                )
+                fst = _file_stat(entry)
+                if fst is not None:
+                    files.append((stage_path_of(name), fst.st_size, fst.st_mtime_ns))
+            del entries
+            for name, path in sorted(subdirs, reverse=True):
+                stack.append((Path(path), (*parts, name)))
+            if skip_files:
+                continue
+            eligible = [f for f in files if f[2] <= horizon_ns]
+            deferred = len(files) - len(eligible)
+            matched = None
+            if scan.full:
+                if from_name is None and digests is not None:
+                    if manifest is None:
+                        manifest = digests()
+                    if eligible and manifest.get(rel) == digest_of(eligible):
+                        eligible, matched = [], rel
+            else:
+                floor = -1 if cutoff_ns is None else cutoff_ns
+                seen = -1 if known is None else known[1]
+                eligible = [f for f in eligible if f[2] > floor and f[2] >= seen]
+            head = f"{rel}/" if rel else ""
+            for name, size, mtime_ns in sorted(eligible):
+                if from_name is None or name > from_name:
+                    yield StageFile(head + name, size, naive_utc_of_ns(mtime_ns))
+            if deferred == 0 and from_name is None and st.st_mtime_ns <= settled_ns:
+                folders[rel] = [st.st_mtime_ns, max((f[2] for f in files), default=0)]
+            else:
+                folders.pop(rel, None)
+            yield Mark(head + FOLDER_END, matched)
 
     def put_file(self, local: Path, path: str) -> bool:
         dest = self._resolve(path)
@@ -183,7 +350,17 @@ class SnowflakeStage(AudioStage):
     stage_name: str = "AUDIO_FILES_STAGE"
     put_parallel: int = Field(default=4, ge=1, le=99, description="PUT's PARALLEL option")
     put_threads: int = Field(default=8, ge=1, le=64, description="concurrent PUTs in put_files")
-    refresh_directory: bool = True
+    refresh_directory: bool = Field(
+        default=True,
+        description="ALTER STAGE ... REFRESH in every sensor tick; turn off for a stage created "
+        "with DIRECTORY = (ENABLE = TRUE AUTO_REFRESH = TRUE)",
+    )
+    use_stream: bool = Field(
+        default=True, description="idle ticks ask the stage's stream (no warehouse)"
+    )
+    stream_name: str = "AUDIO_FILES_STAGE_STREAM"
+    pending_table: str = "STAGE_PENDING_FILES"
+    page_size: int = Field(default=10_000, ge=1, description="directory rows per query")
     _put_stack: ExitStack | None = PrivateAttr(default=None)
     _put_cursor: object = PrivateAttr(default=None)
 
@@ -299,6 +476,104 @@ class SnowflakeStage(AudioStage):
 
     def list_new_files(self, since: datetime | None, prefix: str = "") -> Iterator[StageFile]:
         yield from self._listing(prefix, since)
+
+    # ---------------------------------------------------------------- the new-file sensor
+    @property
+    def stream_fqn(self) -> tuple[str, str, str]:
+        return self.connection.object_name(self.stream_name)
+
+    @property
+    def pending_fqn(self) -> tuple[str, str, str]:
+        return self.connection.object_name(self.pending_table)
+
+    def prepare_tick(self, memory: dict, idle_check: bool) -> bool | None:
+        """``ALTER STAGE ... REFRESH``, then, to tell whether anything changed,
+        ``SYSTEM$STREAM_HAS_DATA`` on the stage's stream and the pending table's row count from
+        ``SHOW TABLES``: cloud-services statements only, so an idle tick resumes no warehouse.
+        The one warehouse statement outside a pass is the clean-up of the last pass's pending
+        rows, in the tick after it (only once that tick's runs are recorded)."""
+        import snowflake.connector.errors as sf_errors
+
+        with self.connection.connect() as conn:
+            cur = conn.cursor()
+            if self.refresh_directory:
+                snowflake_sql.execute(cur, "refresh_stage", stage=self.stage_fqn)
+            if memory.get("cleanup"):
+                horizon = datetime.fromisoformat(memory["cleanup"])
+                snowflake_sql.execute(
+                    cur, "delete_stage_pending", {"horizon": horizon}, pending=self.pending_fqn
+                )
+                memory.pop("cleanup")
+            if not idle_check or not self.use_stream:
+                return None
+            try:
+                rows = snowflake_sql.execute(
+                    cur,
+                    "select_stream_has_data",
+                    {"stream": identifiers.qualified(*self.stream_fqn)},
+                )
+                has_data = str(rows[0][0]).lower() in ("true", "1")
+                tables = snowflake_sql.execute(
+                    cur,
+                    "show_pending_table",
+                    {"name": self.pending_table},
+                    schema=self.connection.schema_fqn,
+                )
+                columns = [str(d[0]).lower() for d in cur.description]
+            except sf_errors.ProgrammingError:
+                return None  # no stream (make snowflake-setup creates it): only a scan can tell
+        pending = sum(int(r[columns.index("rows")] or 0) for r in tables)
+        return has_data or pending > 0
+
+    def scan(self, scan, memory, prefix="", digests=None):
+        """Pages of ``page_size`` files ordered by path, each after the last one seen
+        (``RELATIVE_PATH > %(after)s ... LIMIT``), never the whole listing at once.
+
+        A new-file pass first moves the stream's changes into the pending table (reading a
+        stream in DML consumes it, in one transaction: nothing is lost between the two) and
+        pages through that; a full pass, or a stage without the stream, pages through the
+        directory table."""
+        import snowflake.connector.errors as sf_errors
+
+        like = (identifiers.validate_stage_path(prefix) + "/%") if prefix else "%"
+        names = {"stage": self.stage_fqn, "pending": self.pending_fqn}
+        with self.connection.connect() as conn:
+            cur = conn.cursor()
+            queued = not scan.full and self.use_stream and not scan.state.get("no_stream")
+            if queued and not scan.state.get("queued"):
+                try:
+                    snowflake_sql.execute(
+                        cur, "merge_stage_stream_into_pending", stream=self.stream_fqn, **names
+                    )
+                    scan.state["queued"] = True
+                except sf_errors.ProgrammingError:
+                    queued = False
+                    scan.state["no_stream"] = True
+            after = scan.after
+            while True:
+                params = {"prefix": like, "after": after, "limit": self.page_size}
+                if queued:
+                    rows = snowflake_sql.execute(cur, "select_stage_pending_page", params, **names)
+                elif scan.since is None:
+                    rows = snowflake_sql.execute(
+                        cur, "select_stage_directory_page", params, **names
+                    )
+                else:
+                    params["since"] = _utc_naive(scan.since)
+                    rows = snowflake_sql.execute(
+                        cur, "select_stage_directory_page_since", params, **names
+                    )
+                for path, size, modified, md5 in rows:
+                    if is_audio_path(str(path)):
+                        yield StageFile(str(path), int(size), _utc_naive(modified), md5 or None)
+                if len(rows) < self.page_size:
+                    return
+                after = str(rows[-1][0])
+                yield Mark(after)
+
+    def finish_pass(self, scan: ScanPass, memory: dict) -> None:
+        if scan.state.get("queued"):
+            memory["cleanup"] = scan.horizon.isoformat()
 
     def get_command(self, path: str, local_dir: Path) -> str:
         local_uri = Path(local_dir).resolve().as_posix()

@@ -37,9 +37,18 @@ class TranscriptStore(dg.ConfigurableResource, ABC):
     @abstractmethod
     def load_references(self, rows: Sequence[dict]) -> int: ...
 
-    @abstractmethod
     def known_files(self, file_paths: Sequence[str]) -> dict[str, tuple[int, dt.datetime | None]]:
         """``{file_path: (size_bytes, last_modified)}`` of those ``file_paths`` in the manifest."""
+        return {p: (size, modified) for p, (size, modified, _) in self.lookup(file_paths).items()}
+
+    @abstractmethod
+    def lookup(self, file_paths: Sequence[str]) -> dict[str, tuple[int, dt.datetime | None, str]]:
+        """``{file_path: (size_bytes, last_modified, batch_key)}`` of those in the manifest."""
+
+    def folder_digests(self) -> dict[str, tuple[int, int, int | None, list[str]]] | None:
+        """``{folder: (files, bytes, sum of last_modified in µs, batch keys)}`` of the manifest;
+        None where the store cannot say cheaply."""
+        return None
 
     def unregistered(self, file_paths: Sequence[str]) -> list[str]:
         """The subset of ``file_paths`` not yet in ``audio_files``, in the given order."""
@@ -99,7 +108,7 @@ class DuckDBStore(TranscriptStore):
     def load_references(self, rows):
         return self._sink().merge_rows("merge_into_reference_transcripts", rows, REFERENCE_COLUMNS)
 
-    def known_files(self, file_paths):
+    def lookup(self, file_paths):
         import pyarrow as pa
 
         from ..transcription.sql import load_sql
@@ -110,7 +119,17 @@ class DuckDBStore(TranscriptStore):
         with self._sink().connect() as con:
             con.register("candidates", table)
             rows = con.execute(load_sql("duckdb", "select_known_files")).fetchall()
-        return {p: (int(s), m) for p, s, m in rows}
+        return {p: (int(s), m, k) for p, s, m, k in rows}
+
+    def folder_digests(self):
+        from ..transcription.sql import load_sql
+
+        with self._sink().connect() as con:
+            rows = con.execute(load_sql("duckdb", "select_folder_digests")).fetchall()
+        return {
+            f: (int(n), int(b), None if m is None else int(m), list(keys))
+            for f, n, b, m, keys in rows
+        }
 
     def batch_keys(self):
         rows = self.query(
@@ -166,13 +185,13 @@ class SnowflakeStore(TranscriptStore):
             "references", rows, REFERENCE_COLUMNS, "merge_into_reference_transcripts"
         )
 
-    def known_files(self, file_paths):
+    def lookup(self, file_paths):
         from .stage import _utc_naive
 
         if not file_paths:
             return {}
         sink = self._sink()
-        known: dict[str, tuple[int, dt.datetime | None]] = {}
+        known: dict[str, tuple[int, dt.datetime | None, str]] = {}
         with self.connection.connect() as conn:
             cur = conn.cursor()
             for i in range(0, len(file_paths), 10_000):
@@ -180,8 +199,8 @@ class SnowflakeStore(TranscriptStore):
                 rows = snowflake_sql.execute(
                     cur, "select_registered_files", {"file_paths": chunk}, **sink.names()
                 )
-                for p, s, m in rows:
-                    known[str(p)] = (int(s), _utc_naive(m) if m is not None else None)
+                for p, s, m, k in rows:
+                    known[str(p)] = (int(s), _utc_naive(m) if m is not None else None, k)
         return known
 
     def pending_files(self, batch_keys, model_id, force=False, retry_errors=False):

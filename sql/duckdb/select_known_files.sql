@@ -1,3 +1,3 @@
--- Manifest size and modification time of the candidate files (the view "candidates").
-SELECT f.file_path, f.size_bytes, f.last_modified
+-- Manifest size, modification time and batch of the candidate files (the view "candidates").
+SELECT f.file_path, f.size_bytes, f.last_modified, f.batch_key
 FROM candidates AS c JOIN audio_files AS f USING (file_path);
