@@ -42,7 +42,7 @@ from .resources.warehouse import TranscriptStore
 from .transcription.sinks import DuckDBLockedError, manifest_row
 
 SENSOR_BATCH_PREFIX = "drop-"
-LOOKUP_CHUNK = 5000  # manifest lookups per query
+LOOKUP_CHUNK = 10_000  # files per manifest lookup
 
 
 @dataclass
@@ -97,7 +97,7 @@ class NewFilesSettings(dg.ConfigurableResource):
     min_age_s: float = 5.0
     full_rescan_every: int = 60
     prefix: str = ""
-    tick_budget_s: float = 15.0
+    tick_budget_s: float = 10.0
     max_files_per_tick: int = 100_000
 
 
@@ -189,39 +189,41 @@ def discover_new_files(
     def spent() -> bool:
         return (
             time.monotonic() - started >= settings.tick_budget_s
-            or handled >= settings.max_files_per_tick
+            or handled + len(chunk) >= settings.max_files_per_tick
         )
 
     items = stage.scan(scan, memory, settings.prefix, digests if scan.full else None)
     complete = True
+    position = scan.after  # the last item taken from the scan: a file or a mark
+
+    def settle() -> None:
+        nonlocal chunk, handled
+        handle(chunk)
+        handled += len(chunk)
+        chunk = []
+        scan.after = position
+
     try:
         for item in items:
+            position = item.path
             if isinstance(item, Mark):
                 if item.matched is not None and partitions is not None:
                     stranded.update(k for k in folder_keys[item.matched] if k not in partitions)
-                handle(chunk)
-                handled += len(chunk)
-                chunk = []
-                scan.after = item.path
-                if spent():
-                    complete = False
-                    break
-                continue
-            scanned += 1
-            if item.last_modified > scan.horizon:
-                continue  # still being written, perhaps: the next pass
-            chunk.append(item)
-            if len(chunk) >= LOOKUP_CHUNK:
-                handle(chunk)
-                handled += len(chunk)
-                scan.after = chunk[-1].path
-                chunk = []
-                if spent():
-                    complete = False
-                    break
+                if not chunk:
+                    scan.after = position
+            else:
+                scanned += 1
+                if item.last_modified <= scan.horizon:  # else perhaps still being written
+                    chunk.append(item)
+                if len(chunk) < LOOKUP_CHUNK:
+                    continue
+                settle()
+            if spent():
+                settle()
+                complete = False
+                break
         else:
-            handle(chunk)
-            handled += len(chunk)
+            settle()
     finally:
         items.close()
     flush_batch()

@@ -41,6 +41,10 @@ EGRESS_HOSTS = (
     "files.pythonhosted.org",
 )
 NETWORK_RULE = "AUDIO_PIPELINE_EGRESS_RULE"
+# The new-file sensor's stream on the stage's directory table and its pending table
+# (resources/stage.py: SnowflakeStage.stream_name, pending_table).
+SENSOR_STREAM = "AUDIO_FILES_STAGE_STREAM"
+SENSOR_PENDING_TABLE = "STAGE_PENDING_FILES"
 
 
 @dataclass
@@ -85,6 +89,13 @@ def setup_plan(
         _step(role, "create_schema", schema=(database, schema)),
         _step(role, "create_warehouse", warehouse=connection.warehouse),
         _step(role, "create_stage", stage=fqn(stage_name)),
+        _step(
+            role,
+            "create_stage_stream",
+            stream=fqn(SENSOR_STREAM),
+            stage=fqn(stage_name),
+            pending=fqn(SENSOR_PENDING_TABLE),
+        ),
         _step(role, "create_job_stage", stage=fqn(compute.job_stage)),
         _step(role, "create_tables", **tables),
     ]

@@ -487,23 +487,16 @@ class SnowflakeStage(AudioStage):
         return self.connection.object_name(self.pending_table)
 
     def prepare_tick(self, memory: dict, idle_check: bool) -> bool | None:
-        """``ALTER STAGE ... REFRESH``, then, to tell whether anything changed,
-        ``SYSTEM$STREAM_HAS_DATA`` on the stage's stream and the pending table's row count from
-        ``SHOW TABLES``: cloud-services statements only, so an idle tick resumes no warehouse.
-        The one warehouse statement outside a pass is the clean-up of the last pass's pending
-        rows, in the tick after it (only once that tick's runs are recorded)."""
+        """``ALTER STAGE ... REFRESH``; then, to tell whether anything changed since the last
+        pass, ``SYSTEM$STREAM_HAS_DATA`` on the stage's stream and the pending table's row
+        count from ``SHOW TABLES``: cloud-services statements only, so an idle tick resumes no
+        warehouse."""
         import snowflake.connector.errors as sf_errors
 
         with self.connection.connect() as conn:
             cur = conn.cursor()
             if self.refresh_directory:
                 snowflake_sql.execute(cur, "refresh_stage", stage=self.stage_fqn)
-            if memory.get("cleanup"):
-                horizon = datetime.fromisoformat(memory["cleanup"])
-                snowflake_sql.execute(
-                    cur, "delete_stage_pending", {"horizon": horizon}, pending=self.pending_fqn
-                )
-                memory.pop("cleanup")
             if not idle_check or not self.use_stream:
                 return None
             try:
@@ -512,27 +505,30 @@ class SnowflakeStage(AudioStage):
                     "select_stream_has_data",
                     {"stream": identifiers.qualified(*self.stream_fqn)},
                 )
-                has_data = str(rows[0][0]).lower() in ("true", "1")
-                tables = snowflake_sql.execute(
-                    cur,
-                    "show_pending_table",
-                    {"name": self.pending_table},
-                    schema=self.connection.schema_fqn,
-                )
-                columns = [str(d[0]).lower() for d in cur.description]
+                pending = self._pending_rows(cur)
             except sf_errors.ProgrammingError:
                 return None  # no stream (make snowflake-setup creates it): only a scan can tell
-        pending = sum(int(r[columns.index("rows")] or 0) for r in tables)
-        return has_data or pending > 0
+        has_data = str(rows[0][0]).lower() in ("true", "1")
+        return has_data or bool(memory.get("young")) or pending != memory.get("pending_rows", 0)
+
+    def _pending_rows(self, cur) -> int:
+        tables = snowflake_sql.execute(
+            cur,
+            "show_pending_table",
+            {"name": self.pending_table},
+            schema=self.connection.schema_fqn,
+        )
+        column = [str(d[0]).lower() for d in cur.description].index("rows")
+        return sum(int(r[column] or 0) for r in tables)
 
     def scan(self, scan, memory, prefix="", digests=None):
         """Pages of ``page_size`` files ordered by path, each after the last one seen
         (``RELATIVE_PATH > %(after)s ... LIMIT``), never the whole listing at once.
 
-        A new-file pass first moves the stream's changes into the pending table (reading a
-        stream in DML consumes it, in one transaction: nothing is lost between the two) and
-        pages through that; a full pass, or a stage without the stream, pages through the
-        directory table."""
+        A new-file pass first deletes the pending rows the last pass handled, then moves the
+        stream's changes into the pending table (reading a stream in DML consumes it, in one
+        transaction: nothing is lost between the two) and pages through that; a full pass, or
+        a stage without the stream, pages through the directory table."""
         import snowflake.connector.errors as sf_errors
 
         like = (identifiers.validate_stage_path(prefix) + "/%") if prefix else "%"
@@ -542,9 +538,15 @@ class SnowflakeStage(AudioStage):
             queued = not scan.full and self.use_stream and not scan.state.get("no_stream")
             if queued and not scan.state.get("queued"):
                 try:
+                    if memory.get("cleanup"):
+                        horizon = datetime.fromisoformat(memory["cleanup"])
+                        snowflake_sql.execute(
+                            cur, "delete_stage_pending", {"horizon": horizon}, **names
+                        )
                     snowflake_sql.execute(
                         cur, "merge_stage_stream_into_pending", stream=self.stream_fqn, **names
                     )
+                    memory.pop("cleanup", None)
                     scan.state["queued"] = True
                 except sf_errors.ProgrammingError:
                     queued = False
@@ -553,27 +555,34 @@ class SnowflakeStage(AudioStage):
             while True:
                 params = {"prefix": like, "after": after, "limit": self.page_size}
                 if queued:
-                    rows = snowflake_sql.execute(cur, "select_stage_pending_page", params, **names)
+                    template = "select_stage_pending_page"
                 elif scan.since is None:
-                    rows = snowflake_sql.execute(
-                        cur, "select_stage_directory_page", params, **names
-                    )
+                    template = "select_stage_directory_page"
                 else:
+                    template = "select_stage_directory_page_since"
                     params["since"] = _utc_naive(scan.since)
-                    rows = snowflake_sql.execute(
-                        cur, "select_stage_directory_page_since", params, **names
-                    )
+                rows = snowflake_sql.execute(cur, template, params, **names)
                 for path, size, modified, md5 in rows:
+                    modified = _utc_naive(modified)
+                    if modified > scan.horizon:
+                        scan.state["young"] = True
                     if is_audio_path(str(path)):
-                        yield StageFile(str(path), int(size), _utc_naive(modified), md5 or None)
+                        yield StageFile(str(path), int(size), modified, md5 or None)
                 if len(rows) < self.page_size:
                     return
                 after = str(rows[-1][0])
                 yield Mark(after)
 
     def finish_pass(self, scan: ScanPass, memory: dict) -> None:
-        if scan.state.get("queued"):
-            memory["cleanup"] = scan.horizon.isoformat()
+        """After a pass over the pending table: its rows up to the pass's horizon are deleted
+        when the next pass starts (once this tick's runs are recorded); until then the row
+        count is what an idle tick expects to see."""
+        if not scan.state.get("queued"):
+            return
+        memory["cleanup"] = scan.horizon.isoformat()
+        memory["young"] = bool(scan.state.get("young"))
+        with self.connection.connect() as conn:
+            memory["pending_rows"] = self._pending_rows(conn.cursor())
 
     def get_command(self, path: str, local_dir: Path) -> str:
         local_uri = Path(local_dir).resolve().as_posix()

@@ -14,6 +14,7 @@ from pathlib import Path
 from audio_pipeline.resources.compute.ray_head import free_port
 
 from . import fakesnow_http, grammar
+from .directory import DirectoryMixin
 from .jobs import Instance, Job, JobsMixin, startup_noise  # noqa: F401
 from .pools import ComputePool, PoolsMixin  # noqa: F401
 from .stages import StagesMixin
@@ -34,7 +35,7 @@ from .wire import (
 )
 
 
-class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
+class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin):
     """One emulated account: an HTTP server (fakesnow + the answers above) and its jobs.
 
     Args:
@@ -72,6 +73,8 @@ class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
         self.pools: dict[str, ComputePool] = {}
         self.jobs: dict[str, Job] = {}
         self.statements: list[tuple[str, str]] = []  # (role, sql) of what this module answered
+        self.received: list[str] = []  # every statement, in order (costs.needs_warehouse)
+        self._directory_init()
         self.ddl: list[str] = []  # setup DDL accepted (network rule, integration, grants)
         self.roles: dict[str, str] = {}  # session token -> current role
         self.default_role = "SYSADMIN"
@@ -104,6 +107,10 @@ class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
             ),
             (r"GET\s+", self._get),
             (r"ALTER\s+STAGE\s+.*\bREFRESH\b", self._refresh_stage),
+            (r"CREATE\s+(OR\s+REPLACE\s+)?STREAM\s+", self._create_stream),
+            (r"SELECT\s+SYSTEM\$STREAM_HAS_DATA\s*\(", self._stream_has_data),
+            (r"(MERGE|INSERT)\b(?=.*METADATA\$ACTION)", self._consume_stream),
+            (r"SHOW\s+TABLES\s+LIKE\s+.*\bIN\s+SCHEMA\b", self._show_tables_like),
             (r"(?=.*\bFROM\s+DIRECTORY\s*\()", self._directory),
             (r"(?=.*\bget_presigned_url\s*\()", self._presigned),
             (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
@@ -164,6 +171,8 @@ class EmulatedAccount(PoolsMixin, JobsMixin, StagesMixin):
             data = json.loads(body)
             sql = data.get("sqlText", "")
             stripped = _strip_comments(sql)
+            with self._lock:
+                self.received.append(stripped)
             for pattern, handler in self._handlers:
                 match = pattern.match(stripped)
                 if not match:

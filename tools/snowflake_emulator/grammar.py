@@ -19,6 +19,8 @@ Written from the SQL reference pages (docs.snowflake.com/en/sql-reference/sql/..
 * GRANT <privileges> ON { COMPUTE POOL | INTEGRATION | DATABASE | WAREHOUSE | SCHEMA | STAGE |
   ALL TABLES IN SCHEMA | FUTURE TABLES IN SCHEMA } <name> TO ROLE <role>
 * CREATE WAREHOUSE [ IF NOT EXISTS ] <name> [ [ WITH ] objectProperties ]
+* CREATE [ OR REPLACE ] STREAM [ IF NOT EXISTS ] <name> [ COPY GRANTS ] ON STAGE <stage_name>
+  [ COMMENT = '<string_literal>' ]   (a stream on a directory table)
 
 ``check`` raises ``GrammarError`` for a statement of one of these kinds that does not match; it
 returns False for a statement of another kind (which sqlglot parses).
@@ -141,6 +143,14 @@ GRAMMAR: dict[str, tuple[re.Pattern, re.Pattern]] = {
                 rf"COMMENT\s*=\s*{STRING}",
             )
             + "*",
+            re.I,
+        ),
+    ),
+    "create stream on stage": (
+        re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?STREAM\b", re.I),
+        re.compile(
+            rf"CREATE\s+(?:OR\s+REPLACE\s+)?STREAM\s+(?:IF\s+NOT\s+EXISTS\s+)?{NAME}"
+            rf"(?:\s+COPY\s+GRANTS)?\s+ON\s+STAGE\s+{NAME}(?:\s+COMMENT\s*=\s*{STRING})?",
             re.I,
         ),
     ),

@@ -1,16 +1,13 @@
-"""Stage reads fakesnow lacks: LIST of a path, GET, presigned URLs, directory tables, REFRESH."""
+"""Stage reads fakesnow lacks: LIST of a path, GET, presigned URLs (directory: directory.py)."""
 
 from __future__ import annotations
 
 import re
 import time
 
-from . import grammar
 from .wire import (
     SnowflakeError,
     _bucket_dir,
-    _inline,
-    _like,
     _not_found,
     _stage_parts,
     parse_literals,
@@ -51,42 +48,6 @@ class StagesMixin:
         if arg == "?" or arg.startswith("'"):
             return ["GET_PRESIGNED_URL"], [[rows[0][1]]]
         return ["NAME", "URL"], rows
-
-    def _refresh_stage(self, match, sql, params, ctx):
-        grammar.check(_inline(sql, params))
-        return ["file", "status", "description"], []
-
-    def _directory(self, match, sql, params, ctx):
-        """``SELECT RELATIVE_PATH, SIZE, LAST_MODIFIED, MD5 FROM DIRECTORY(@stage) WHERE
-        RELATIVE_PATH LIKE p [AND ... LAST_MODIFIED ... > t] ORDER BY RELATIVE_PATH``: the stage's
-        directory table (always fresh here)."""
-        import datetime as dt
-        import hashlib
-
-        text = _inline(sql, params)
-        stage = re.search(r"DIRECTORY\s*\(\s*(@[^)\s]+)\s*\)", text, re.I).group(1)
-        like = re.search(r"RELATIVE_PATH\s+LIKE\s+('(?:[^']|'')*')", text, re.I)
-        since = re.search(r"LAST_MODIFIED.*?>\s*('(?:[^']|'')*')", text, re.I | re.S)
-        pattern = parse_literals(like.group(1))[0] if like else "%"
-        after = None
-        if since:
-            after = dt.datetime.fromisoformat(parse_literals(since.group(1))[0].replace(" ", "T"))
-        db, schema, name, *_ = _stage_parts(stage, ctx.conn)
-        if not self._stage_known(ctx, db, schema, name):
-            raise _not_found("Stage", f"{db}.{schema}.{name}")
-        root = _bucket_dir(db, schema, name)
-        rows = []
-        for p in sorted(root.rglob("*")) if root.exists() else []:
-            rel = p.relative_to(root).as_posix()
-            if not p.is_file() or not _like(rel, pattern):
-                continue
-            modified = dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC).replace(tzinfo=None)
-            if after is not None and modified <= after:
-                continue
-            md5 = hashlib.md5(p.read_bytes()).hexdigest()
-            stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(p.stat().st_mtime))
-            rows.append([rel, p.stat().st_size, stamp, md5])
-        return ["RELATIVE_PATH", "SIZE", "LAST_MODIFIED", "MD5"], rows
 
     def _list_path(self, match, sql, params, ctx):
         """``LIST @stage/path/``: the files under a path (fakesnow lists whole stages only)."""
