@@ -144,3 +144,99 @@ def test_sensor_is_running_by_default_and_targets_the_job():
     assert sensor.job_name == "transcribe_new_files"
     schedule = defs.get_schedule_def("transcribe_new_files_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+# ------------------------------------------------------------------ bounded ticks, resumed
+def tick_until_done(res, instance, cursor=None, max_ticks=50):
+    """Tick as the daemon does (partitions added after each tick) until a pass ends."""
+    sensor = build_new_stage_files_sensor()
+    results = []
+    for _ in range(max_ticks):
+        result = tick(sensor, res, instance, cursor)
+        keys = [r.partition_key for r in result.run_requests]
+        instance.add_dynamic_partitions(transcript_batches.name, keys)
+        results.append(result)
+        cursor = result.cursor
+        if "pass" not in json.loads(cursor):
+            return results
+    raise AssertionError("the pass never ended")
+
+
+def bulk(stage, folders=5, per_folder=5):
+    names = []
+    for f in range(folders):
+        for i in range(per_folder):
+            names.append(drop(stage, f"bulk/spk{f}/u{i:02d}.flac").relative_to(stage).as_posix())
+    return names
+
+
+def test_a_backlog_is_registered_over_bounded_ticks_each_file_in_one_batch(res, home, instance):
+    names = bulk(home / "stage")
+    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_tick=4, max_files_per_batch=3)
+    results = tick_until_done(res, instance)
+    assert len(results) >= 5  # 25 files, at most a folder past 4 files per tick
+    positions = [json.loads(r.cursor)["pass"]["after"] for r in results[:-1]]
+    assert positions == sorted(positions)  # each tick went on where the last one stopped
+    keys = [r.partition_key for result in results for r in result.run_requests]
+    assert len(keys) == len(set(keys))
+    rows = res["store"].query("SELECT file_path, batch_key FROM audio_files ORDER BY 1")
+    assert [r[0] for r in rows] == sorted(names)  # every file once (file_path is the key)
+    assert {r[1] for r in rows} == set(keys)  # every batch requested as a run
+    assert max(n for (n,) in res["store"].query(
+        "SELECT count(*) FROM audio_files GROUP BY batch_key")) <= 3  # fmt: skip
+
+
+def test_a_tick_that_died_mid_pass_is_resumed_and_its_batch_re_emitted(res, home, instance):
+    bulk(home / "stage", folders=3, per_folder=4)
+    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_tick=4)
+    sensor = build_new_stage_files_sensor()
+    first = tick(sensor, res, instance)
+    instance.add_dynamic_partitions(
+        transcript_batches.name, [r.partition_key for r in first.run_requests]
+    )
+    # The next tick registers its files and dies before returning: no partition, no cursor.
+    dead = discover_new_files(
+        res["stage"], res["store"], ScanCursor.parse(first.cursor), res["new_files"]
+    )
+    (dead_key,) = dead.batches
+    retry = tick(sensor, res, instance, first.cursor)  # the cursor the dead tick started from
+    keys = [r.partition_key for r in retry.run_requests]
+    assert keys[0] == dead_key and dead_key not in keys[1:]  # re-emitted, once
+    instance.add_dynamic_partitions(transcript_batches.name, keys)
+    rest = tick_until_done(res, instance, retry.cursor)
+    keys += [r.partition_key for result in rest for r in result.run_requests]
+    rows = res["store"].query("SELECT batch_key, count(*) FROM audio_files GROUP BY 1")
+    first_keys = {r.partition_key for r in first.run_requests}
+    assert sum(n for _, n in rows) == 12 and {k for k, _ in rows} == set(keys) | first_keys
+
+
+def test_a_cursor_of_the_earlier_version_still_works(res, home, instance):
+    drop(home / "stage", "old/a.flac")
+    old = json.dumps({"watermark": "2020-01-01T00:00:00", "ticks": 3})
+    result = tick(build_new_stage_files_sensor(), res, instance, cursor=old)
+    assert len(result.run_requests) == 1
+    assert json.loads(result.cursor)["ticks"] == 4
+
+
+def test_ticks_cost_what_is_new_not_what_is_there(res, home, instance):
+    names = bulk(home / "stage")
+    first = tick_until_done(res, instance)[-1]
+    import time
+
+    time.sleep(1.1)  # the folders' times settle (trusted a second on)
+    settled = tick_until_done(res, instance, first.cursor)[-1]
+    # Inside the overlap window: listed folders are remembered, not looked up again.
+    found = discover_new_files(
+        res["stage"], res["store"], ScanCursor.parse(settled.cursor), res["new_files"]
+    )
+    assert found.scanned == 0 and found.batches == {}
+    # A full pass: folders whose digest matches the manifest's cost no lookup.
+    cursor = found.cursor
+    cursor.ticks = 0
+    full = discover_new_files(res["stage"], res["store"], cursor, res["new_files"])
+    assert full.scanned == 0 and full.batches == {}
+    # One new file: only its folder is opened, only it is looked up.
+    drop(home / "stage", "bulk/spk2/new.flac")
+    found = discover_new_files(res["stage"], res["store"], full.cursor, res["new_files"])
+    assert [f.path for fs in found.batches.values() for f in fs] == ["bulk/spk2/new.flac"]
+    assert found.scanned <= 1 + sum(n.startswith("bulk/spk2/") for n in names)
