@@ -42,7 +42,7 @@ from .resources.warehouse import TranscriptStore
 from .transcription.sinks import DuckDBLockedError, manifest_row
 
 SENSOR_BATCH_PREFIX = "drop-"
-LOOKUP_CHUNK = 10_000  # files per manifest lookup
+LOOKUP_CHUNK = 2500  # files per manifest lookup (and per budget check)
 
 
 @dataclass
@@ -186,9 +186,15 @@ def discover_new_files(
         folder_keys.update((k, v[3]) for k, v in found.items())
         return {k: v[:3] for k, v in found.items()}
 
+    longest = 0.0  # the longest step between two checks: the next one may take as long
+    checked = started
+
     def spent() -> bool:
+        nonlocal longest, checked
+        now_s = time.monotonic()
+        longest, checked = max(longest, now_s - checked), now_s
         return (
-            time.monotonic() - started >= settings.tick_budget_s
+            now_s - started + longest >= settings.tick_budget_s
             or handled + len(chunk) >= settings.max_files_per_tick
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -256,3 +257,16 @@ def dagster_dev(work: Path, env: dict, timeout_s: float = 120) -> Iterator[Dagst
                 break
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    """One query to the webserver's GraphQL endpoint (what the UI uses)."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    if answer.get("errors"):
+        raise RuntimeError(answer["errors"])
+    return answer["data"]
