@@ -23,7 +23,7 @@ help:
 	@echo "make lint     ruff"
 	@echo "make bench    throughput against faster-whisper and the quickstart's actor, on real speech"
 	@echo "make bench-profile  where the time of one transcription job goes"
-	@echo "make bench-sensor  time one sensor tick on a 100,000-file stage with 100 new files"
+	@echo "make bench-sensor  the new-file sensor tick by tick on stages of 100,000 and 1,000,000 files"
 	@echo "make snowflake-setup  create/update the Snowflake objects (SYSADMIN + ACCOUNTADMIN);"
 	@echo "                      SETUP_ARGS='--dry-run' prints the SQL, '--job-role R' grants to R"
 	@echo "make snowflake-rehearsal  the whole Snowflake path offline on an emulated account"
@@ -72,7 +72,8 @@ badcorpus: install
 	$(BIN)/python -m tools.badcorpus
 
 bench-sensor: install
-	$(BIN)/python -m tools.bench.sensor --files 100000 --new 100
+	$(BIN)/python -m tools.bench.sensor --files 100000 --burst 10000
+	$(BIN)/python -m tools.bench.sensor --files 1000000 --burst 10000
 
 sample-corpus: install
 	$(BIN)/python -m tools.sample_corpus

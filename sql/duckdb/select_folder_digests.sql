@@ -1,8 +1,7 @@
 -- Per folder of the manifest: files, bytes, the sum of modification times in µs (NULL while any
 -- time is unknown) and its batches, to compare with the stage's folders without a lookup per file.
 SELECT
-    CASE WHEN strpos(file_path, '/') > 0 THEN regexp_replace(file_path, '/[^/]*$', '') ELSE '' END
-        AS folder,
+    parse_dirpath(file_path, 'posix') AS folder,
     count(*) AS files,
     sum(size_bytes) AS bytes,
     CASE WHEN count(last_modified) = count(*) THEN sum(epoch_us(last_modified)) END AS mtime_us,
