@@ -135,3 +135,36 @@ def test_a_backlog_pages_over_bounded_ticks_each_file_in_one_batch(account, res,
         assert [r[0] for r in rows] == names  # every file, once (file_path is the key)
         assert sorted({r[1] for r in rows}) == sorted(keys)  # every batch requested
         assert len(keys) == len(set(keys))
+
+
+def test_new_files_page_through_the_pending_table_across_ticks(account, res, tmp_path):
+    both = {"account": account, "resources": res}
+    put(res, tmp_path, ["old/a.flac"])
+    with dg.instance_for_test() as instance:
+        cursor = None
+        for _ in range(3):  # the first pass, then the stream's first changes consumed
+            cursor = tick(both, instance, cursor)[0].cursor
+        names = [f"late/n{i}.flac" for i in range(5)]
+        put(res, tmp_path, names)
+        res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_tick=2)
+        keys, passes = [], 0
+        for _ in range(10):
+            result, new, statements = tick(both, instance, cursor)
+            cursor, keys = result.cursor, keys + new
+            pages = [s for s in statements if "STAGE_PENDING_FILES" in s and "LIMIT" in s]
+            assert all("LIMIT 2" in s for s in pages)
+            passes += bool(pages)
+            if "pass" not in json.loads(cursor) and new == []:
+                break
+        assert passes >= 3  # 5 files, 2 a tick
+        rows = res["store"].query("SELECT file_path, batch_key FROM audio_files ORDER BY 1")
+        assert [r[0] for r in rows] == [*names, "old/a.flac"]
+        assert {r[1] for r in rows if r[0].startswith("late/")} == set(keys)
+        # The handled pending rows are cleared by the next pass; then the tick is idle again.
+        put(res, tmp_path, ["late/last.flac"])
+        result, new, _ = tick(both, instance, cursor)
+        assert len(new) == 1
+        pending = res["store"].query("SELECT relative_path FROM STAGE_PENDING_FILES")
+        assert pending == [("late/last.flac",)]
+        _, new, statements = tick(both, instance, result.cursor)
+        assert new == [] and [s for s in statements if needs_warehouse(s)] == []
