@@ -297,7 +297,9 @@ class LocalStage(AudioStage):
             for name, size, mtime_ns in sorted(eligible):
                 if from_name is None or name > from_name:
                     yield StageFile(head + name, size, naive_utc_of_ns(mtime_ns))
-            if deferred == 0 and from_name is None and st.st_mtime_ns <= settled_ns:
+            # A folder unchanged since before the pass began is done, even one resumed midway
+            # (its first files were handled by the tick before).
+            if deferred == 0 and st.st_mtime_ns <= settled_ns:
                 folders[rel] = [st.st_mtime_ns, max((f[2] for f in files), default=0)]
             else:
                 folders.pop(rel, None)
