@@ -6,6 +6,7 @@ import json
 import dagster as dg
 import pytest
 
+from audio_pipeline import sensors
 from audio_pipeline.definitions import build_definitions
 from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.sensors import (
@@ -218,8 +219,11 @@ def test_a_cursor_of_the_earlier_version_still_works(res, home, instance):
     assert json.loads(result.cursor)["ticks"] == 4
 
 
-def test_ticks_cost_what_is_new_not_what_is_there(res, home, instance):
+def test_ticks_cost_what_is_new_not_what_is_there(res, home, instance, monkeypatch):
     names = bulk(home / "stage")
+    # Registered over ticks that stop inside folders (lookups of 2 files, 3 files a tick).
+    monkeypatch.setattr(sensors, "LOOKUP_CHUNK", 2)
+    res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_tick=3)
     first = tick_until_done(res, instance)[-1]
     import time
 
