@@ -256,3 +256,17 @@ def dagster_dev(work: Path, env: dict, timeout_s: float = 120) -> Iterator[Dagst
                 break
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
+
+
+def container_env(account, connection, token_file: Path) -> dict[str, str]:
+    """The variables SPCS gives a container (its OAuth token in ``token_file``), pointing at the
+    emulated ``account`` and ``connection``'s schema: the payload's own connections use them."""
+    return {
+        "SNOWFLAKE_ACCOUNT": "EMULATED",
+        "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(account.port),
+        "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_DATABASE": connection.database,
+        "SNOWFLAKE_SCHEMA": connection.schema_name,
+        "SNOWFLAKE_TOKEN_FILE": str(token_file),
+    }

@@ -1,0 +1,114 @@
+"""How the job reads audio from the stage (transcription/sources.py) and sends Pipes messages
+(transcription/pipes_stage.py), against the emulated account with no Ray: the real connector
+logs in with a container's OAuth token file and runs GET and PUT; the only fake is Snowflake's
+endpoint, and the faults are injected there (tools/snowflake_emulator/faults.py: statements
+answered HTTP 503, tokens expired)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from audio_pipeline.resources.stage import SnowflakeStage
+from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
+from audio_pipeline.transcription.pipeline import decode_batch
+from audio_pipeline.transcription.sources import (
+    SnowflakeStageSource,
+    StageUnreachableError,
+    open_source,
+)
+
+from ..helpers import account_connection, container_env
+
+FLACS = sorted(BUNDLED_ROOT.glob("sample/*/*/*.flac"))[:4]
+PATHS = [f"sample/{f.name}" for f in FLACS]
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def container(bare_account, tmp_path, monkeypatch):
+    """A job container's view of a freshly set-up schema whose stage holds four FLAC files."""
+    connection = account_connection(bare_account)
+    stage = SnowflakeStage(connection=connection)
+    for flac, path in zip(FLACS, PATHS, strict=True):
+        assert stage.put_file(flac, path)
+    stage.close()
+    token = tmp_path / "token"
+    token.write_text("container-token-1")
+    monkeypatch.delenv("SNOWFLAKE_CONNECTION_NAME", raising=False)
+    for key, value in container_env(bare_account, connection, token).items():
+        monkeypatch.setenv(key, value)
+    yield {"account": bare_account, "connection": connection, "stage": stage, "token": token}
+    bare_account.lift()
+
+
+def batch(paths):
+    return {
+        "file_path": np.array(paths, dtype=object),
+        "batch_key": np.array(["b"] * len(paths), dtype=object),
+    }
+
+
+def source_spec(container, **options) -> dict:
+    return container["stage"].payload_spec() | options
+
+
+def test_files_are_read_with_get_and_a_missing_file_is_one_error_row(container):
+    out = decode_batch(
+        batch([PATHS[0], "sample/gone-0001.flac", PATHS[1]]),
+        source_spec(container),
+        max_file_bytes=64 * MIB,
+        max_duration_s=3600,
+    )
+    assert list(out["decode_error"][[0, 2]]) == ["", ""]
+    assert out["content_md5"][0] == hashlib.md5(FLACS[0].read_bytes()).hexdigest()
+    assert out["duration_s"][0] > 1 and len(out["pcm"][0]) > 0
+    error = out["decode_error"][1]
+    assert error.startswith("FileNotFoundError: sample/gone-0001.flac: not on the stage @")
+    gets = [s for _r, s in container["account"].statements if s.upper().startswith("GET ")]
+    assert len(gets) == 3 and all("/sample/" in s for s in gets)
+    assert not [s for _r, s in container["account"].statements if "presigned" in s.lower()]
+
+
+def test_a_blocked_endpoint_fails_the_job_fast_with_a_diagnosis(container):
+    """Every GET refused: not an error row per file but StageUnreachableError (decode_batch
+    lets it through, so Ray Data fails the job) after ``max_consecutive_failures`` files."""
+    account = container["account"]
+    refusal = account.refuse(r"^GET\s", seconds=None)
+    spec = source_spec(
+        container, network_timeout_s=1, attempts=2, backoff_s=0.1, max_consecutive_failures=2
+    )
+    logins = len(account.logins)
+    with pytest.raises(StageUnreachableError) as failure:
+        decode_batch(batch(PATHS), spec, max_file_bytes=64 * MIB, max_duration_s=3600)
+    text = str(failure.value)
+    assert "cannot be read: 2 file(s) in a row failed" in text
+    assert "ServiceUnavailableError: 290503: HTTP 503" in text and "READ on the stage" in text
+    # file 1: two attempts, file 2: one (the transport is known to be failing); each a new login
+    assert refusal.hits >= 3 and len(account.logins) - logins == 3
+    account.lift()
+    # the transport back: the next read works (and resets the count)
+    source = open_source(spec)
+    assert source.read_bytes(PATHS[2]) == FLACS[2].read_bytes()
+
+
+def test_a_blip_is_retried_on_a_new_connection_that_reads_the_token_again(container):
+    account, token = container["account"], container["token"]
+    spec = container["stage"].payload_spec()
+    source = SnowflakeStageSource(
+        spec["database"],
+        spec["schema"],
+        spec["stage"],
+        network_timeout_s=1,
+        attempts=6,
+        backoff_s=0.5,
+    )
+    assert source.read_bytes(PATHS[0]) == FLACS[0].read_bytes()
+    # the token is refreshed in place and the old one expires while the endpoint is away
+    account.refuse(r"^GET\s", seconds=3)
+    token.write_text("container-token-2")
+    account.expire_tokens(["container-token-1"])
+    assert source.read_bytes(PATHS[1]) == FLACS[1].read_bytes()
+    assert account.logins[-1] == "oauth:container-token-2"
