@@ -7,13 +7,17 @@ answered HTTP 503, tokens expired)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 
 import numpy as np
 import pytest
 
+from audio_pipeline.resources.pipes_snowflake import PipesMLJobStageMessageReader
 from audio_pipeline.resources.stage import SnowflakeStage
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 from audio_pipeline.transcription.pipeline import decode_batch
+from audio_pipeline.transcription.pipes_stage import PipesSnowflakeStageMessageWriterChannel
 from audio_pipeline.transcription.sources import (
     SnowflakeStageSource,
     StageUnreachableError,
@@ -112,3 +116,66 @@ def test_a_blip_is_retried_on_a_new_connection_that_reads_the_token_again(contai
     account.expire_tokens(["container-token-1"])
     assert source.read_bytes(PATHS[1]) == FLACS[1].read_bytes()
     assert account.logins[-1] == "oauth:container-token-2"
+
+
+def pipes_message(method: str, **params) -> dict:
+    return {"__dagster_pipes_version": "0.1", "method": method, "params": params}
+
+
+def test_a_writer_that_loses_the_endpoint_for_a_while_still_delivers_closed(container):
+    """The writer's connection is refused for 8 s (a minute scaled down: network timeout 1 s,
+    backoff at most 1 s) and the container's token is refreshed meanwhile, the old one expiring:
+    the upload thread lives on, logs in again with the new token and every message arrives once,
+    in order, ``closed`` last."""
+    account, connection, token = container["account"], container["connection"], container["token"]
+    database, schema = connection.schema_fqn
+    prefix = f'@"{database}"."{schema}"."JOB_STAGE"/pipes/lost-minute'
+    lines: list[str] = []
+    channel = PipesSnowflakeStageMessageWriterChannel(
+        prefix,
+        interval=0.5,
+        flush_timeout_s=60,
+        network_timeout_s=1,
+        max_backoff_s=1,
+        log=lines.append,
+    )
+    sent = [pipes_message("opened")]
+    with channel.buffered_upload_loop():
+        channel.write_message(sent[0])
+        time.sleep(1.5)  # a first chunk on the first connection
+        refusal = account.refuse(r"^PUT\s.*/pipes/lost-minute/", seconds=8)
+        token.write_text("container-token-2")
+        account.expire_tokens(["container-token-1"])
+        for i in range(20):
+            sent.append(pipes_message("log", message=f"message {i:02d}", level="INFO"))
+            channel.write_message(sent[-1])
+            time.sleep(0.2)
+        sent.append(pipes_message("closed"))
+        channel.write_message(sent[-1])
+    assert refusal.hits > 0 and channel.failures > 0
+    assert channel.connections >= 2 and account.logins[-1] == "oauth:container-token-2"
+    assert any("could not be uploaded" in line for line in lines)
+    assert any("delivered" in line and "final flush" in line for line in lines)
+
+    with connection.snowpark_session() as session:
+        reader = PipesMLJobStageMessageReader(session, prefix, interval_s=0.5)
+        received, index = [], 1
+        while (chunk := reader.download_messages_chunk(index, {})) is not None:
+            received += [json.loads(line) for line in chunk.splitlines() if line.strip()]
+            index += 1
+    assert received == sent and reader.closed and index - 1 == channel.chunks
+
+
+def test_the_reader_takes_a_failed_download_for_a_blip_and_says_for_how_long(container):
+    connection = container["connection"]
+    database, schema = connection.schema_fqn
+    prefix = f'@"{database}"."{schema}"."JOB_STAGE"/pipes/blip'
+    with connection.snowpark_session() as session:
+        reader = PipesMLJobStageMessageReader(session, prefix, interval_s=0.5)
+        assert reader.download_messages_chunk(1, {}) is None  # not written yet: no error
+        assert reader.failing_for() == 0
+        container["account"].refuse(r"^GET\s.*/pipes/blip/", seconds=None)
+        assert reader.download_messages_chunk(1, {}) is None
+        assert reader.failing_for() > 0 and "503" in reader.last_error
+        container["account"].lift()
+        assert reader.download_messages_chunk(1, {}) is None and reader.failing_for() == 0
