@@ -21,7 +21,7 @@ from queue import Empty, Queue
 
 import numpy as np
 
-from . import quality, snowflake_auth
+from . import model_stage, quality, snowflake_auth
 from .audio import SILENCE_DBFS, decode_audio
 from .engine import ENGINES, DecodingOptions, Transcription, load_engine
 from .settings import JobSettings
@@ -182,7 +182,11 @@ class Transcriber:
         threads: int | None = None,
         revision: str | None = None,
         calls: int = 1,
+        home: str | None = None,
     ):
+        if model_stage.is_staged(model_path):  # a Hub model copied once to the models stage
+            model_path = str(model_stage.ensure_local(model_path, home, snowflake_auth.connect))
+            revision = None
         self.engine = load_engine(
             engine, model_path, options, threads=threads, revision=revision, workers=calls
         )
@@ -454,7 +458,10 @@ def transcribe_files(
             "threads": call_threads,
             "calls": calls,
             "revision": settings.model_revision,
+            "home": settings.home,
         },
+        # the actors read a staged model from the stage on their own connection
+        **({"runtime_env": {"env_vars": env}} if (env := snowflake_auth.task_env()) else {}),
     )
     plan = Plan(actors, threads, gpus, nodes, expected, calls=calls)
     plan.rows = _drain(

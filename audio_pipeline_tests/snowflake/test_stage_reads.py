@@ -179,3 +179,54 @@ def test_the_reader_takes_a_failed_download_for_a_blip_and_says_for_how_long(con
         assert reader.failing_for() > 0 and "503" in reader.last_error
         container["account"].lift()
         assert reader.download_messages_chunk(1, {}) is None and reader.failing_for() == 0
+
+
+def test_a_hub_model_is_copied_to_the_models_stage_once_and_nodes_get_it_from_there(
+    container, tmp_path
+):
+    """model_stage on the emulated account with a Hub stand-in on 127.0.0.1 (HF_ENDPOINT): the
+    first publish downloads from the Hub and PUTs to the stage; a second job's publish and a new
+    node's copy ask the Hub for nothing; a node that has the model GETs nothing."""
+    from audio_pipeline.transcription import model_stage, snowflake_auth
+    from audio_pipeline.transcription.convert import ensure_converted
+    from audio_pipeline.transcription.models import ModelError, bundled_ct2_path
+
+    from ..helpers import FakeHub
+
+    account, connection = container["account"], container["connection"]
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    tiny = ensure_converted(bundled_ct2_path(), tmp_path / "tiny-hf")
+    hub = FakeHub({"test-org/whisper-tiny.en": (revision, tiny)})
+    location = "@{}.{}.JOB_STAGE/models".format(*connection.schema_fqn)
+    model = model_stage.staged_model(f"test-org/whisper-tiny.en@{revision}", location)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("HF_ENDPOINT", hub.url)
+            mp.setenv("HF_HOME", str(tmp_path / "hf-home"))
+            conn = snowflake_auth.connect()
+            assert model_stage.publish(conn, model, home=tmp_path / "head", log=print) == "hub"
+            downloads = len(hub.file_downloads())
+            assert downloads >= 3
+            assert model_stage.publish(conn, model, home=tmp_path / "head", log=print) == "stage"
+            conn.close()
+            before = len(account.statements)
+            path = model_stage.ensure_local(
+                model.model_path, tmp_path / "worker", snowflake_auth.connect
+            )
+            gets = [s for _r, s in account.statements[before:] if s.startswith("GET")]
+            again = model_stage.ensure_local(
+                model.model_path, tmp_path / "worker", snowflake_auth.connect
+            )
+            head = model_stage.ensure_local(
+                model.model_path, tmp_path / "head", snowflake_auth.connect
+            )
+    finally:
+        hub.close()
+    assert len(hub.file_downloads()) == downloads  # the Hub was asked once, by the first publish
+    assert again == path and head == model.local_dir(tmp_path / "head")
+    assert len(gets) == len(list(tiny.iterdir())) + 1  # every file + the manifest, once
+    assert len([s for _r, s in account.statements[before:] if s.startswith("GET")]) == len(gets)
+    for f in tiny.iterdir():
+        assert (path / f.name).read_bytes() == f.read_bytes()
+    with pytest.raises(ModelError, match="pin a revision"):
+        model_stage.staged_model("openai/whisper-large-v3", location)

@@ -21,6 +21,8 @@ class Refusal:
     until: float | None  # monotonic; None: until lifted
     status: int = 503
     hits: int = 0
+    seconds: float | None = None
+    from_first_hit: bool = False
 
 
 class FaultsMixin:
@@ -30,11 +32,20 @@ class FaultsMixin:
         self.logins: list[str] = []  # "oauth:<token>" or "password:<user>", in order
         self.expired_tokens: set[str] = set()
 
-    def refuse(self, pattern: str, seconds: float | None = None, status: int = 503) -> Refusal:
+    def refuse(
+        self,
+        pattern: str,
+        seconds: float | None = None,
+        status: int = 503,
+        from_first_hit: bool = False,
+    ) -> Refusal:
         """Answer queries matching ``pattern`` (regex, case-insensitive, searched in the SQL)
-        with HTTP ``status`` for ``seconds`` (None: until :meth:`lift`)."""
-        until = None if seconds is None else time.monotonic() + seconds
-        refusal = Refusal(re.compile(pattern, re.I | re.S), until, status)
+        with HTTP ``status`` for ``seconds`` (None: until :meth:`lift`), counted from now or,
+        with ``from_first_hit``, from the first query it refuses."""
+        until = None if seconds is None or from_first_hit else time.monotonic() + seconds
+        refusal = Refusal(
+            re.compile(pattern, re.I | re.S), until, status, 0, seconds, from_first_hit
+        )
         with self._faults_lock:
             self.refusals.append(refusal)
         return refusal
@@ -50,6 +61,8 @@ class FaultsMixin:
             self.refusals = [r for r in self.refusals if r.until is None or r.until > now]
             for refusal in self.refusals:
                 if refusal.pattern.search(sql):
+                    if refusal.from_first_hit and refusal.until is None and refusal.seconds:
+                        refusal.until = now + refusal.seconds
                     refusal.hits += 1
                     return refusal.status
         return None
