@@ -12,7 +12,7 @@ import json
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from . import model_stage, snowflake_auth
+from . import environment, model_stage, snowflake_auth
 from .models import resolve_model
 from .pipeline import JobSummary, run_job
 from .pipes_stage import payload_message_writer
@@ -63,6 +63,7 @@ def report(pipes: PipesContext, summary: JobSummary) -> None:
 
 
 def run_with_pipes(pipes: PipesContext) -> JobSummary:
+    pipes.log.info(environment.check())
     settings = prepare(JobSettings.from_extras(pipes.get_extra("job")), log_fn=pipes.log.info)
     summary = run_job(settings, log_fn=pipes.log.info)
     report(pipes, summary)

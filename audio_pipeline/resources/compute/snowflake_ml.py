@@ -11,6 +11,8 @@ from ..snowflake_connection import SnowflakeConnection
 from .base import INGEST_PAYLOAD_MODULE, PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
 from .bundle import PAYLOAD_ENTRY, build_payload_dir
 
+# Relative to the job's payload directory, where the SDK writes requirements.txt and pip runs.
+PAYLOAD_CONSTRAINTS = "audio_pipeline/transcription/constraints.txt"
 # openai/whisper-large-v3's commit on the Hugging Face Hub that this project pins by default.
 WHISPER_LARGE_V3_REVISION = "06f233fe06e710322aca913c1bc4249a0d71fce1"
 # Credits per node-hour (Snowflake service consumption table); used for the cost estimate.
@@ -18,10 +20,11 @@ CREDITS_PER_NODE_HOUR = {"GPU_NV_S": 0.57}
 
 
 def payload_requirements() -> list[str]:
-    """The payload's pinned requirements, shipped with it (``transcription/requirements.txt``)."""
+    """The payload's bounded requirements (``transcription/requirements.txt``) and, for pip on
+    each node, the constraints shipped with the payload (its path inside the job's directory)."""
     path = Path(__file__).resolve().parents[2] / "transcription" / "requirements.txt"
     lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
+    return [line for line in lines if line] + [f"-c {PAYLOAD_CONSTRAINTS}"]
 
 
 class SnowflakeMLJobCompute(TranscriptionCompute):
