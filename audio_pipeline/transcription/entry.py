@@ -63,7 +63,8 @@ def report(pipes: PipesContext, summary: JobSummary) -> None:
 
 
 def run_with_pipes(pipes: PipesContext) -> JobSummary:
-    pipes.log.info(environment.check())
+    if snowflake_auth.in_container():  # what pip installed from requirements.txt
+        pipes.log.info(environment.check())
     settings = prepare(JobSettings.from_extras(pipes.get_extra("job")), log_fn=pipes.log.info)
     summary = run_job(settings, log_fn=pipes.log.info)
     report(pipes, summary)
