@@ -169,7 +169,7 @@ class PipesSnowflakeStageMessageWriterChannel(PipesBlobStoreMessageWriterChannel
             if pending is None and (closed.is_set() or time.monotonic() >= due):
                 messages = self.flush_messages()
                 if messages:
-                    pending = "\n".join(json.dumps(m) for m in messages)
+                    pending = "\n".join(json.dumps(m, default=str) for m in messages)
                 elif closed.is_set():
                     return
                 due = time.monotonic() + self.interval_s
