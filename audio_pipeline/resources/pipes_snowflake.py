@@ -68,19 +68,28 @@ class PipesMLJobStageMessageReader(dg.PipesBlobStoreMessageReader):
         self.last_error: str | None = None
         self._failing_since: float | None = None
         self._closed = threading.Event()
+        self._launched = threading.Event()
+        # one statement at a time on the session: the client's status polls and this reader's
+        # thread share it (a file transfer interleaved with another statement can go astray)
+        self.session_lock = threading.Lock()
 
     @contextmanager
     def get_params(self) -> Iterator[dict]:
         yield {STAGE_KEY: self.prefix, INTERVAL_KEY: self.interval, **self.writer_options}
 
+    def on_launched(self, launched_payload) -> None:
+        super().on_launched(launched_payload)
+        self._launched.set()
+
     def messages_are_readable(self, params) -> bool:
-        return True
+        return self._launched.is_set()  # not while the SDK uploads the job on the session
 
     def download_messages_chunk(self, index: int, params) -> str | None:
         try:
             with tempfile.TemporaryDirectory(prefix="pipes-chunk-") as tmp:
                 try:
-                    self.session.file.get(f"{self.prefix}/{index}.json", tmp)
+                    with self.session_lock:
+                        self.session.file.get(f"{self.prefix}/{index}.json", tmp)
                 except Exception as exc:
                     if getattr(exc, "errno", None) != _NO_SUCH_FILE:
                         raise
@@ -268,10 +277,12 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
                 context.log.warning(
                     f"{type(exc).__name__} while following Snowflake ML Job {job_id}: cancelling it"
                 )
-                _cancel(context, job)
+                with reader.session_lock:
+                    _cancel(context, job)
                 raise
             if status in FAILED_STATES:
-                tail = instance_log_tails(job, self.tail_lines)
+                with reader.session_lock:
+                    tail = instance_log_tails(job, self.tail_lines)
                 error = _error_lines(tail)
                 raise dg.Failure(
                     description=(
@@ -305,7 +316,8 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         warned = False
         while True:
             try:
-                status = str(job.status)
+                with reader.session_lock:
+                    status = str(job.status)
                 status_failing_since = None
             except Exception as exc:  # a blip is retried; only a lasting failure cancels
                 now = time.monotonic()
@@ -340,8 +352,10 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
                 reader.wait_closed(wait)
                 return status
             if timeout_s is not None and time.monotonic() - started > timeout_s:
-                _cancel(context, job)
-                tail = instance_log_tails(job, self.tail_lines)
+                with reader.session_lock:
+                    _cancel(context, job)
+                with reader.session_lock:
+                    tail = instance_log_tails(job, self.tail_lines)
                 raise dg.Failure(
                     description=(
                         f"Snowflake ML Job {job.id} did not finish within {timeout_s:.0f} s and "
