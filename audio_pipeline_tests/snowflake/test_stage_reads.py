@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def container(bare_account, tmp_path, monkeypatch):
         assert stage.put_file(flac, path)
     stage.close()
     token = tmp_path / "token"
-    token.write_text("container-token-1")
+    # a token of this test's own: tests expire theirs on the session's account
+    token.write_text(f"container-token-{uuid.uuid4().hex[:8]}")
     monkeypatch.delenv("SNOWFLAKE_CONNECTION_NAME", raising=False)
     for key, value in container_env(bare_account, connection, token).items():
         monkeypatch.setenv(key, value)
@@ -112,10 +114,11 @@ def test_a_blip_is_retried_on_a_new_connection_that_reads_the_token_again(contai
     assert source.read_bytes(PATHS[0]) == FLACS[0].read_bytes()
     # the token is refreshed in place and the old one expires while the endpoint is away
     account.refuse(r"^GET\s", seconds=3)
-    token.write_text("container-token-2")
-    account.expire_tokens(["container-token-1"])
+    old = token.read_text()
+    token.write_text(f"{old}-refreshed")
+    account.expire_tokens([old])
     assert source.read_bytes(PATHS[1]) == FLACS[1].read_bytes()
-    assert account.logins[-1] == "oauth:container-token-2"
+    assert account.logins[-1] == f"oauth:{old}-refreshed"
 
 
 def pipes_message(method: str, **params) -> dict:
@@ -144,8 +147,9 @@ def test_a_writer_that_loses_the_endpoint_for_a_while_still_delivers_closed(cont
         channel.write_message(sent[0])
         time.sleep(1.5)  # a first chunk on the first connection
         refusal = account.refuse(r"^PUT\s.*/pipes/lost-minute/", seconds=8)
-        token.write_text("container-token-2")
-        account.expire_tokens(["container-token-1"])
+        old = token.read_text()
+        token.write_text(f"{old}-refreshed")
+        account.expire_tokens([old])
         for i in range(20):
             sent.append(pipes_message("log", message=f"message {i:02d}", level="INFO"))
             channel.write_message(sent[-1])
@@ -153,7 +157,7 @@ def test_a_writer_that_loses_the_endpoint_for_a_while_still_delivers_closed(cont
         sent.append(pipes_message("closed"))
         channel.write_message(sent[-1])
     assert refusal.hits > 0 and channel.failures > 0
-    assert channel.connections >= 2 and account.logins[-1] == "oauth:container-token-2"
+    assert channel.connections >= 2 and account.logins[-1] == f"oauth:{old}-refreshed"
     assert any("could not be uploaded" in line for line in lines)
     assert any("delivered" in line and "final flush" in line for line in lines)
 
