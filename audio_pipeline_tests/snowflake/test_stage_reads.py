@@ -27,6 +27,9 @@ from audio_pipeline.transcription.sources import (
 
 from ..helpers import account_connection, container_env
 
+# about a minute of connector timeouts and a 150 MB model through the account: end-to-end tier
+pytestmark = pytest.mark.slow
+
 FLACS = sorted(BUNDLED_ROOT.glob("sample/*/*/*.flac"))[:4]
 PATHS = [f"sample/{f.name}" for f in FLACS]
 MIB = 1024 * 1024
