@@ -270,3 +270,86 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     if answer.get("errors"):
         raise RuntimeError(answer["errors"])
     return answer["data"]
+
+
+def container_env(account, connection, token_file: Path) -> dict[str, str]:
+    """The variables SPCS gives a container (its OAuth token in ``token_file``), pointing at the
+    emulated ``account`` and ``connection``'s schema: the payload's own connections use them."""
+    return {
+        "SNOWFLAKE_ACCOUNT": "EMULATED",
+        "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(account.port),
+        "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_DATABASE": connection.database,
+        "SNOWFLAKE_SCHEMA": connection.schema_name,
+        "SNOWFLAKE_TOKEN_FILE": str(token_file),
+    }
+
+
+class FakeHub:
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 (point ``HF_ENDPOINT`` at ``url``):
+    serves model directories for ``huggingface_hub.snapshot_download`` (the repository tree,
+    then HEAD and GET of each file) and records every request, to count downloads."""
+
+    def __init__(self, repos: dict[str, tuple[str, Path]]):  # repo id -> (revision, directory)
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.repos = repos
+        self.requests: list[tuple[str, str]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args):
+                pass
+
+            def do_HEAD(self):
+                self.answer(body=False)
+
+            def do_GET(self):
+                self.answer(body=True)
+
+            def answer(self, body: bool):
+                hub.requests.append((self.command, self.path))
+                path = self.path.split("?")[0]
+                for repo, (revision, root) in hub.repos.items():
+                    if path == f"/api/models/{repo}/tree/{revision}":
+                        files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+                        tree = [
+                            {
+                                "type": "file",
+                                "path": p.relative_to(root).as_posix(),
+                                "size": p.stat().st_size,
+                                "oid": hashlib.sha1(p.read_bytes()).hexdigest(),
+                            }
+                            for p in files
+                        ]
+                        return self.send(200, json.dumps(tree).encode(), body)
+                    resolve = f"/{repo}/resolve/{revision}/"
+                    if path.startswith(resolve) and (root / path[len(resolve) :]).is_file():
+                        data = (root / path[len(resolve) :]).read_bytes()
+                        etag = hashlib.sha256(data).hexdigest()
+                        headers = {"X-Repo-Commit": revision, "ETag": f'"{etag}"'}
+                        return self.send(200, data, body, headers)
+                self.send(404, b"", body, {"X-Error-Code": "EntryNotFound"})
+
+            def send(self, code: int, data: bytes, body: bool, headers: dict | None = None):
+                self.send_response(code)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def file_downloads(self) -> list[str]:
+        return [p for method, p in self.requests if method == "GET" and "/resolve/" in p]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

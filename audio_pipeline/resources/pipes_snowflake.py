@@ -1,11 +1,13 @@
 """``PipesSnowflakeMLJobClient``: run a directory as a Snowflake ML Job under Dagster Pipes.
 
 The context goes to the job in its environment (``PipesEnvContextInjector``). Messages come
-back as chunks on the job's stage (``transcription/pipes_stage.py`` writes them with the job's
-session; :class:`PipesMLJobStageMessageReader` reads chunk n+1 after chunk n with this session):
-each message exactly once and in order. The job's log is not a message channel: the launcher's
-banners cut it, SYSTEM$GET_SERVICE_LOGS keeps only its last 100 KB and, after the container exits,
-the SDK may read another source that splits lines differently. Logs serve humans: on failure the
+back as chunks on the job's stage (``transcription/pipes_stage.py`` writes them on a connection
+of its own; :class:`PipesMLJobStageMessageReader`, a ``PipesBlobStoreMessageReader``, GETs chunk
+n+1 after chunk n with this session): each message exactly once and in order. A failed GET or
+status poll is retried for ``error_window_s`` (a few minutes) before the job is cancelled.
+The job's log is not a message channel: the launcher's banners cut it, SYSTEM$GET_SERVICE_LOGS
+keeps only its last 100 KB and, after the container exits, the SDK may read another source that
+splits lines differently. Logs serve humans: on failure the
 tails of every instance (head and workers) go into the failure. Terminating the Dagster run, the
 timeout or any error while following the job cancels it. Nothing here is specific to a payload.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,89 +26,101 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster import PipesClientCompletedInvocation, PipesEnvContextInjector, PipesMessageReader
 
-STAGE_KEY = "snowflake_stage"  # what transcription/pipes_stage.py looks for
+# Params the payload's writer reads (transcription/pipes_stage.py names the same keys).
+STAGE_KEY = "snowflake_stage"
 INTERVAL_KEY = "interval_s"
+FLUSH_TIMEOUT_KEY = "flush_timeout_s"
+NETWORK_TIMEOUT_KEY = "network_timeout_s"
+MAX_BACKOFF_KEY = "max_backoff_s"
 FAILED_STATES = frozenset({"FAILED", "INTERNAL_ERROR", "CANCELLED", "DELETED"})
 TERMINAL_STATES = FAILED_STATES | {"DONE"}
+_NO_SUCH_FILE = 253006  # the connector's "the file does not exist" on GET
 
 
-class PipesMLJobStageMessageReader(PipesMessageReader):
+class PipesMLJobStageMessageReader(dg.PipesBlobStoreMessageReader):
     """Reads the job's message chunks ``<prefix>/<n>.json`` from its stage, in order.
 
-    ``poll()`` handles every chunk that is complete on the stage, never one twice, never out of
-    order (chunk n+1 waits for chunk n); ``drain()`` polls after the job ended until the
-    ``closed`` message arrived or ``drain_timeout_s`` passed (stage listings can lag).
+    The base class polls, orders and drains; this class downloads one chunk. A chunk not yet
+    written is ``None``; so is a failed download, which is remembered: :meth:`failing_for` tells
+    the client how long downloads have failed in a row, and the client decides when to give up.
+
+    Args:
+        session: the Snowpark session that GETs the chunks.
+        prefix: ``@DB.SCHEMA.STAGE/pipes/<id>``.
+        interval_s: seconds between two downloads (and the writer's upload interval).
+        writer_options: the writer's ``flush_timeout_s``, ``network_timeout_s``,
+            ``max_backoff_s`` (sent with the params; tests scale them down).
     """
 
     def __init__(
-        self, session, prefix: str, interval_s: float = 5.0, drain_timeout_s: float = 60.0
+        self,
+        session,
+        prefix: str,
+        interval_s: float = 5.0,
+        writer_options: Mapping[str, float] | None = None,
     ):
+        super().__init__(interval=interval_s)
         self.session = session
         self.prefix = prefix.rstrip("/")
-        self.interval_s = interval_s
-        self.drain_timeout_s = drain_timeout_s
-        self.counter = 1
+        self.writer_options = dict(writer_options or {})
         self.messages = 0
-        self._handler = None
-        self._closed = False
+        self.last_error: str | None = None
+        self._failing_since: float | None = None
+        self._closed = threading.Event()
+        self._launched = threading.Event()
+        # one statement at a time on the session: the client's status polls and this reader's
+        # thread share it (a file transfer interleaved with another statement can go astray)
+        self.session_lock = threading.Lock()
 
     @contextmanager
-    def read_messages(self, handler) -> Iterator[dict]:
-        self._handler = handler
+    def get_params(self) -> Iterator[dict]:
+        yield {STAGE_KEY: self.prefix, INTERVAL_KEY: self.interval, **self.writer_options}
+
+    def on_launched(self, launched_payload) -> None:
+        super().on_launched(launched_payload)
+        self._launched.set()
+
+    def messages_are_readable(self, params) -> bool:
+        return self._launched.is_set()  # not while the SDK uploads the job on the session
+
+    def download_messages_chunk(self, index: int, params) -> str | None:
         try:
-            yield {STAGE_KEY: self.prefix, INTERVAL_KEY: self.interval_s}
-        finally:
-            self._handler = None
+            with tempfile.TemporaryDirectory(prefix="pipes-chunk-") as tmp:
+                try:
+                    with self.session_lock:
+                        self.session.file.get(f"{self.prefix}/{index}.json", tmp)
+                except Exception as exc:
+                    if getattr(exc, "errno", None) != _NO_SUCH_FILE:
+                        raise
+                path = Path(tmp) / f"{index}.json"
+                text = path.read_text() if path.is_file() else None
+        except Exception as exc:  # a blip is retried at the next interval; the client decides
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            return None
+        self._failing_since = None
+        if text:
+            for line in text.splitlines():
+                if line.strip():
+                    self.messages += 1
+                    if json.loads(line).get("method") == "closed":
+                        self._closed.set()
+        return text
 
-    def _present(self) -> set[int]:
-        rows = self.session.sql(f"LIST {self.prefix}/").collect()
-        found = set()
-        for row in rows:
-            m = re.search(r"/(\d+)\.json$", str(row[0]))
-            if m:
-                found.add(int(m.group(1)))
-        return found
+    def failing_for(self) -> float:
+        """Seconds downloads have failed in a row (0 when the last one worked)."""
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
-    def _download(self, index: int) -> str:
-        with tempfile.TemporaryDirectory(prefix="pipes-chunk-") as tmp:
-            self.session.file.get(f"{self.prefix}/{index}.json", tmp)
-            return (Path(tmp) / f"{index}.json").read_text()
-
-    def poll(self) -> int:
-        """Handle the chunks now on the stage; returns how many messages were handled."""
-        present = self._present()
-        handled = 0
-        while self.counter in present:
-            chunk = self._download(self.counter)
-            for line in chunk.splitlines():
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                if self._handler is not None:
-                    self._handler.handle_message(message)
-                handled += 1
-                if message.get("method") == "closed":
-                    self._closed = True
-            self.counter += 1
-        self.messages += handled
-        return handled
-
-    def drain(self, job_failed: bool = False) -> bool:
-        """Poll until the closed message arrived; False when it never did."""
-        deadline = time.monotonic() + (
-            self.drain_timeout_s / 4 if job_failed else self.drain_timeout_s
-        )
-        while True:
-            self.poll()
-            if self._closed or time.monotonic() > deadline:
-                return self._closed
-            time.sleep(min(1.0, self.interval_s))
+    def wait_closed(self, timeout_s: float) -> bool:
+        """Wait until the ``closed`` message was downloaded; False when it did not come."""
+        return self._closed.wait(timeout_s)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed.is_set()
 
     def no_messages_debug_text(self) -> str:
         return (
@@ -126,8 +141,12 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         timeout_s: cancel and fail the job after this long (None: no limit).
         tail_lines: log lines per instance in failure messages.
         message_interval_s: how often the job uploads a chunk of Pipes messages.
-        drain_timeout_s: after the job ends, how long to wait for its last chunk.
-        max_poll_errors: consecutive failed polls tolerated; one more cancels the job.
+        drain_timeout_s: after the job ends, how long to wait for its ``closed`` message (at
+            least the writer's final flush, ``flush_timeout_s``).
+        error_window_s: how long status polls or chunk downloads may fail in a row (a
+            network blip, a throttled endpoint) before the job is cancelled.
+        flush_timeout_s, network_timeout_s, max_backoff_s: sent to the job's writer (None: its
+            defaults, 120 s, 60 s and 15 s).
     """
 
     def __init__(
@@ -136,15 +155,27 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         timeout_s: float | None = None,
         tail_lines: int = 60,
         message_interval_s: float = 5.0,
-        drain_timeout_s: float = 60.0,
-        max_poll_errors: int = 3,
+        drain_timeout_s: float = 180.0,
+        error_window_s: float = 180.0,
+        flush_timeout_s: float | None = None,
+        network_timeout_s: float | None = None,
+        max_backoff_s: float | None = None,
     ):
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
         self.tail_lines = tail_lines
         self.message_interval_s = message_interval_s
         self.drain_timeout_s = drain_timeout_s
-        self.max_poll_errors = max_poll_errors
+        self.error_window_s = error_window_s
+        self.writer_options = {
+            key: float(value)
+            for key, value in (
+                (FLUSH_TIMEOUT_KEY, flush_timeout_s),
+                (NETWORK_TIMEOUT_KEY, network_timeout_s),
+                (MAX_BACKOFF_KEY, max_backoff_s),
+            )
+            if value is not None
+        }
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -202,7 +233,7 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         env_vars: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         **submit: Any,
-    ) -> PipesClientCompletedInvocation:
+    ) -> dg.PipesClientCompletedInvocation:
         """Submit, follow and return the Pipes results; raises ``dg.Failure`` on failure."""
         from snowflake.ml import jobs
 
@@ -215,12 +246,12 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             session,
             prefix,
             interval_s=self.message_interval_s,
-            drain_timeout_s=self.drain_timeout_s,
+            writer_options=self.writer_options,
         )
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with dg.open_pipes_session(
             context=context,
-            context_injector=PipesEnvContextInjector(),
+            context_injector=dg.PipesEnvContextInjector(),
             message_reader=reader,
             extras=extras,
         ) as pipes_session:
@@ -246,10 +277,12 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
                 context.log.warning(
                     f"{type(exc).__name__} while following Snowflake ML Job {job_id}: cancelling it"
                 )
-                _cancel(context, job)
+                with reader.session_lock:
+                    _cancel(context, job)
                 raise
             if status in FAILED_STATES:
-                tail = instance_log_tails(job, self.tail_lines)
+                with reader.session_lock:
+                    tail = instance_log_tails(job, self.tail_lines)
                 error = _error_lines(tail)
                 raise dg.Failure(
                     description=(
@@ -268,40 +301,61 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
                     f"Snowflake ML Job {job_id} ended {status} but its Pipes messages did not end "
                     f"with 'closed' ({reader.messages} message(s) read from {prefix})"
                 )
-        return PipesClientCompletedInvocation(
+        return dg.PipesClientCompletedInvocation(
             pipes_session,
             metadata={"snowflake_ml_job_id": job_id, "snowflake_ml_job_status": status},
         )
 
     def _follow(self, context, job, reader: PipesMLJobStageMessageReader, timeout_s) -> str:
+        """Poll the job's status until it ends (the reader's thread downloads the messages);
+        then wait for the ``closed`` message. Raises when the status or the messages could not
+        be read for ``error_window_s``."""
         started = time.monotonic()
         last = None
-        errors = 0
+        status_failing_since = None
+        warned = False
         while True:
             try:
-                status = str(job.status)
-                if status not in TERMINAL_STATES:
-                    reader.poll()
-                errors = 0
-            except Exception as exc:  # a network blip is retried; a lasting error cancels
-                errors += 1
-                if errors > self.max_poll_errors:
+                with reader.session_lock:
+                    status = str(job.status)
+                status_failing_since = None
+            except Exception as exc:  # a blip is retried; only a lasting failure cancels
+                now = time.monotonic()
+                status_failing_since = status_failing_since or now
+                if now - status_failing_since > self.error_window_s:
                     raise
                 context.log.warning(
                     f"following Snowflake ML Job {job.id}: {type(exc).__name__}: {exc} "
-                    f"(attempt {errors} of {self.max_poll_errors}, retrying)"
+                    f"(failing for {now - status_failing_since:.0f} s of "
+                    f"{self.error_window_s:.0f} s allowed, retrying)"
                 )
                 time.sleep(self.poll_interval_s)
                 continue
+            failing = reader.failing_for()
+            if failing > self.error_window_s:
+                raise RuntimeError(
+                    f"the Pipes messages of Snowflake ML Job {job.id} could not be read from "
+                    f"{reader.prefix} for {failing:.0f} s (last error: {reader.last_error})"
+                )
+            if failing and not warned:
+                context.log.warning(
+                    f"reading Pipes messages of Snowflake ML Job {job.id} fails "
+                    f"({reader.last_error}); retrying for up to {self.error_window_s:.0f} s"
+                )
+            warned = bool(failing)
             if status != last:
                 context.log.info(f"Snowflake ML Job {job.id}: {status}")
                 last = status
             if status in TERMINAL_STATES:
-                reader.drain(job_failed=status in FAILED_STATES)
+                # the writer's final flush may still be running (bounded by its flush_timeout_s)
+                wait = self.drain_timeout_s / (4 if status in FAILED_STATES else 1)
+                reader.wait_closed(wait)
                 return status
             if timeout_s is not None and time.monotonic() - started > timeout_s:
-                _cancel(context, job)
-                tail = instance_log_tails(job, self.tail_lines)
+                with reader.session_lock:
+                    _cancel(context, job)
+                with reader.session_lock:
+                    tail = instance_log_tails(job, self.tail_lines)
                 raise dg.Failure(
                     description=(
                         f"Snowflake ML Job {job.id} did not finish within {timeout_s:.0f} s and "

@@ -12,6 +12,7 @@ import json
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
+from . import environment, model_stage, snowflake_auth
 from .models import resolve_model
 from .pipeline import JobSummary, run_job
 from .pipes_stage import payload_message_writer
@@ -37,12 +38,22 @@ def summary_metadata(summary: JobSummary) -> dict:
     return meta
 
 
-def prepare(settings: JobSettings) -> JobSettings:
-    """Resolve the model before any work starts: a missing model fails fast and clearly."""
+def prepare(settings: JobSettings, log_fn=print) -> JobSettings:
+    """Resolve the model before any work starts: a missing model fails fast and clearly. A Hub
+    model with a models stage is copied there once (from the Hub, on this node only) and the
+    actors load it from the stage (``staged:`` model path)."""
     model = resolve_model(settings.model, settings.engine, settings.home)
     settings.model_path = model.path
     settings.model_id = settings.model_id or model.model_id
     settings.model_revision = settings.model_revision or model.revision
+    if model.is_hub and settings.model_stage:
+        staged = model_stage.staged_model(settings.model, settings.model_stage)
+        conn = snowflake_auth.connect()
+        try:
+            model_stage.publish(conn, staged, home=settings.home, log=log_fn)
+        finally:
+            conn.close()
+        settings.model_path = staged.model_path
     return settings
 
 
@@ -52,7 +63,9 @@ def report(pipes: PipesContext, summary: JobSummary) -> None:
 
 
 def run_with_pipes(pipes: PipesContext) -> JobSummary:
-    settings = prepare(JobSettings.from_extras(pipes.get_extra("job")))
+    if snowflake_auth.in_container():  # what pip installed from requirements.txt
+        pipes.log.info(environment.check())
+    settings = prepare(JobSettings.from_extras(pipes.get_extra("job")), log_fn=pipes.log.info)
     summary = run_job(settings, log_fn=pipes.log.info)
     report(pipes, summary)
     return summary

@@ -15,7 +15,8 @@ from dagster_pipes import open_dagster_pipes
 
 from . import identifiers, librispeech
 from .pipes_stage import payload_message_writer
-from .sinks import AUDIO_FILE_COLUMNS, REFERENCE_COLUMNS, SnowflakeSink, payload_connection
+from .sinks import AUDIO_FILE_COLUMNS, REFERENCE_COLUMNS, SnowflakeSink
+from .snowflake_auth import payload_connection
 
 
 def put_chapter_command(chapter: Path, stage: dict, stage_dir: str, parallel: int = 16) -> str:

@@ -21,12 +21,12 @@ from queue import Empty, Queue
 
 import numpy as np
 
-from . import quality
+from . import model_stage, quality, snowflake_auth
 from .audio import SILENCE_DBFS, decode_audio
 from .engine import ENGINES, DecodingOptions, Transcription, load_engine
 from .settings import JobSettings
 from .sinks import PendingFile, open_sink
-from .sources import open_source
+from .sources import StageUnreachableError, open_source
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +131,6 @@ class JobSummary:
         return meta
 
 
-CONTAINER_ENV = (
-    "SNOWFLAKE_ACCOUNT",
-    "SNOWFLAKE_HOST",
-    "SNOWFLAKE_PORT",
-    "SNOWFLAKE_PROTOCOL",
-    "SNOWFLAKE_DATABASE",
-    "SNOWFLAKE_SCHEMA",
-    "SNOWFLAKE_WAREHOUSE",
-    "SNOWFLAKE_TOKEN_FILE",
-    "SNOWFLAKE_SERVICE_NAME",
-)
-
-
-def container_connection_env() -> dict | None:
-    """The container's connection settings (no secret: the token stays in its file) for decode
-    tasks, which open their own connection to read the stage; None outside a container."""
-    env = {k: os.environ[k] for k in CONTAINER_ENV if os.environ.get(k)}
-    return {"env_vars": env} if env else None
-
-
 def decode_batch(
     batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
 ) -> dict[str, np.ndarray]:
@@ -169,6 +149,8 @@ def decode_batch(
             durations.append(audio.duration_s)
             levels.append(audio.rms_dbfs)
             errors.append("")
+        except StageUnreachableError:  # not this file's fault: the job stops, diagnosed
+            raise
         except Exception as exc:  # a stage read (connector, HTTP, SDK errors) or a decode
             pcm.append(b"")
             durations.append(0.0)
@@ -200,7 +182,11 @@ class Transcriber:
         threads: int | None = None,
         revision: str | None = None,
         calls: int = 1,
+        home: str | None = None,
     ):
+        if model_stage.is_staged(model_path):  # a Hub model copied once to the models stage
+            model_path = str(model_stage.ensure_local(model_path, home, snowflake_auth.connect))
+            revision = None
         self.engine = load_engine(
             engine, model_path, options, threads=threads, revision=revision, workers=calls
         )
@@ -442,7 +428,7 @@ def transcribe_files(
         # Decoding is cheap next to Whisper on CPU (about 1 % of a job): one worker per actor
         # there (each worker is a process to start); two per GPU actor, which is faster.
         compute=ray.data.TaskPoolStrategy(size=2 * actors if gpus else actors),
-        **({"runtime_env": env} if (env := container_connection_env()) else {}),
+        **({"runtime_env": {"env_vars": env}} if (env := snowflake_auth.task_env()) else {}),
         fn_kwargs={
             "source_spec": settings.source,
             "max_file_bytes": settings.max_file_bytes,
@@ -472,7 +458,10 @@ def transcribe_files(
             "threads": call_threads,
             "calls": calls,
             "revision": settings.model_revision,
+            "home": settings.home,
         },
+        # the actors read a staged model from the stage on their own connection
+        **({"runtime_env": {"env_vars": env}} if (env := snowflake_auth.task_env()) else {}),
     )
     plan = Plan(actors, threads, gpus, nodes, expected, calls=calls)
     plan.rows = _drain(

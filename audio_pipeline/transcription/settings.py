@@ -27,6 +27,9 @@ class JobSettings:
     model_id: str | None = None
     model_path: str | None = None
     model_revision: str | None = None
+    # Hub models: the stage they are copied to once and loaded from (model_stage.py); None:
+    # downloaded from the Hub where they run (outside Snowflake)
+    model_stage: str | None = None
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
     force: bool = False
     retry_errors: bool = False

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import quality
 from .quality import BatchReport
+from .snowflake_auth import payload_connection
 from .sql import load_sql
 
 AUDIO_FILE_COLUMNS = (
@@ -374,71 +375,3 @@ class SnowflakeSink(TranscriptSink):
                 **self.names(),
             )
         return {str(p): str(t) for p, t in rows}
-
-
-def open_payload_connection(database: str, schema: str):
-    """``(connection, owned)``: the job's own connection inside Snowflake; no secret travels in
-    the Pipes extras. ``owned`` is False for the runtime's shared session connection.
-
-    Order: the active Snowpark session of the container runtime; the SPCS OAuth token file
-    (``/snowflake/session/token``, with ``SNOWFLAKE_HOST``/``SNOWFLAKE_ACCOUNT`` set by SPCS);
-    a named connection (``SNOWFLAKE_CONNECTION_NAME``, for runs outside Snowflake).
-    """
-    import os
-
-    from . import identifiers
-
-    use = identifiers.render("USE SCHEMA {schema}", schema=(database, schema))
-    try:
-        from snowflake.snowpark.context import get_active_session
-
-        conn = get_active_session().connection
-    except Exception:  # no container runtime session in this process
-        conn = None
-    if conn is not None:
-        conn.cursor().execute(use)
-        return conn, False
-    import snowflake.connector
-
-    token_file = Path(os.environ.get("SNOWFLAKE_TOKEN_FILE", "/snowflake/session/token"))
-    if token_file.is_file():
-        kwargs = {
-            "host": os.environ.get("SNOWFLAKE_HOST"),
-            "account": os.environ.get("SNOWFLAKE_ACCOUNT"),
-            "authenticator": "oauth",
-            "token": token_file.read_text().strip(),
-            "database": database,
-            "schema": schema,
-        }
-        if os.environ.get("SNOWFLAKE_WAREHOUSE"):
-            kwargs["warehouse"] = os.environ["SNOWFLAKE_WAREHOUSE"]
-        for key in ("port", "protocol"):  # set where the endpoint is not https:443
-            if os.environ.get(f"SNOWFLAKE_{key.upper()}"):
-                kwargs[key] = os.environ[f"SNOWFLAKE_{key.upper()}"]
-    elif os.environ.get("SNOWFLAKE_CONNECTION_NAME"):
-        kwargs = {
-            "connection_name": os.environ["SNOWFLAKE_CONNECTION_NAME"],
-            "database": database,
-            "schema": schema,
-        }
-    else:
-        raise RuntimeError(
-            "no Snowflake session: not in a Snowflake container (no active session, no "
-            f"{token_file}) and SNOWFLAKE_CONNECTION_NAME is not set"
-        )
-    conn = snowflake.connector.connect(**kwargs)
-    conn.cursor().execute(use)
-    return conn, True
-
-
-@contextmanager
-def payload_connection(database: str, schema: str) -> Iterator:
-    """:func:`open_payload_connection` as a context manager (commits and closes what it owns)."""
-    conn, owned = open_payload_connection(database, schema)
-    try:
-        yield conn
-        if owned:
-            conn.commit()
-    finally:
-        if owned:
-            conn.close()

@@ -72,3 +72,15 @@ def job_cluster(multinode_ray) -> dict:
 @pytest.fixture
 def acct_connection(emulated_account) -> SnowflakeConnection:
     return account_connection(emulated_account)
+
+
+@pytest.fixture(scope="session")
+def bare_account(tmp_path_factory):
+    """An emulated account with no Ray cluster: for what the payload does outside a job (stage
+    reads, the Pipes writer), with faults injected at its endpoint."""
+    from tools.snowflake_emulator import EmulatedAccount
+
+    account = EmulatedAccount(tmp_path_factory.mktemp("bare-account"))
+    account.start()
+    yield account
+    account.stop()

@@ -101,3 +101,71 @@ def test_ingest_job_on_the_emulated_account(acct_connection, emulated_account, t
     assert len(listed) == n and listed[0].startswith("dev-clean/1001/128104/")
     pending = store.pending_files(["librispeech-dev-clean"], "m")
     assert sorted(p.file_path for p in pending) == sorted(listed)
+
+
+def test_a_hub_model_is_downloaded_once_then_loaded_from_the_models_stage(
+    acct_connection, emulated_account, tmp_path
+):
+    """Three transcription jobs with a pinned Hub model: the first downloads it from the Hub (a
+    stand-in on 127.0.0.1, HF_ENDPOINT) and copies it to the models stage; the second, on a new
+    node (an empty home), downloads nothing from the Hub and GETs it from the stage; the third,
+    on that node again, reads only the stage's manifest. The model is tiny.en (transformers)."""
+    from audio_pipeline.transcription import model_stage
+    from audio_pipeline.transcription.convert import ensure_converted
+    from audio_pipeline.transcription.models import bundled_ct2_path
+    from audio_pipeline.transcription.settings import JobSettings
+    from audio_pipeline.transcription.sinks import manifest_row
+
+    from ..helpers import FakeHub
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    tiny = ensure_converted(bundled_ct2_path(), tmp_path / "tiny-hf")
+    hub = FakeHub({"test-org/whisper-tiny.en": (revision, tiny)})
+    emulated_account.extra_env["HF_ENDPOINT"] = hub.url
+    stage = SnowflakeStage(connection=acct_connection)
+    store = SnowflakeStore(connection=acct_connection)
+    flacs = sorted(SAMPLE.glob("*/*/*.flac"))[:2]
+    for flac in flacs:
+        stage.put_file(flac, f"models-test/{flac.name}")
+    stage.close()
+    store.register_files(
+        [manifest_row(f"models-test/{f.name}", f.stat().st_size, "mt", "test") for f in flacs]
+    )
+    compute = SnowflakeMLJobCompute(connection=acct_connection, poll_interval_s=0.3)
+    model_gets = []
+
+    def job(home):
+        settings = JobSettings(
+            batch_keys=["mt"],
+            model=f"test-org/whisper-tiny.en@{revision}",
+            engine="transformers",
+            home=str(home),
+            source=stage.payload_spec(),
+            sink=store.payload_spec(),
+            force=True,
+        )
+        before = len(emulated_account.statements)
+        result = dg.materialize(
+            [job_asset(compute, {"job": settings.to_extras()})], raise_on_error=False
+        )
+        statements = [s for _r, s in emulated_account.statements[before:]]
+        model_gets.append([s for s in statements if s.startswith("GET") and "/models/" in s])
+        assert result.success, list(emulated_account.jobs.values())[-1].head.text()[-4000:]
+        meta = result.asset_materializations_for_node("transcripts_job")[0].metadata
+        assert meta["ok"].value == 2 and meta["model_id"].value == "test-org/whisper-tiny.en"
+        return len(hub.file_downloads())
+
+    try:
+        first = job(tmp_path / "node-a")
+        second = job(tmp_path / "node-b")
+        third = job(tmp_path / "node-b")
+    finally:
+        emulated_account.extra_env.pop("HF_ENDPOINT", None)
+        hub.close()
+    assert first >= 3  # config, tokenizer, weights...: from the Hub, once
+    assert second == first and third == first  # the later jobs asked the Hub for nothing
+    manifest = f"/models/test-org/whisper-tiny.en/{revision}/{model_stage.COMPLETE}"
+    weights = [s for s in model_gets[1] if s.split("'")[1].endswith("model.safetensors")]
+    assert len(weights) == 1  # node-b's copy, from the stage
+    assert [s for s in model_gets[2]] == [s for s in model_gets[2] if manifest in s]
+    assert (tmp_path / "node-b" / "models" / "staged").is_dir()

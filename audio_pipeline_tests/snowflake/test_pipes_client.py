@@ -159,32 +159,64 @@ def test_timeout_cancels_the_job(acct_connection, emulated_account, payload_dir)
     assert job.status == "CANCELLED"
 
 
-def test_an_error_while_following_cancels_the_job(
-    acct_connection, emulated_account, payload_dir, monkeypatch
+def test_messages_unreadable_past_the_error_window_cancel_the_job(
+    acct_connection, emulated_account, payload_dir
 ):
-    """Not only an interrupt: any exception in the poll loop cancels the GPU job."""
-    from audio_pipeline.resources import pipes_snowflake
-
-    calls = {"n": 0}
-    real_poll = pipes_snowflake.PipesMLJobStageMessageReader.poll
-
-    def flaky_poll(self):
-        calls["n"] += 1
-        if calls["n"] >= 3:  # a lasting failure (a blip or two are retried)
-            raise ConnectionError("stage listing keeps failing")
-        return real_poll(self)
-
-    monkeypatch.setattr(pipes_snowflake.PipesMLJobStageMessageReader, "poll", flaky_poll)
+    """The job's chunks cannot be read (every GET of them refused at the endpoint): a blip is
+    retried, but past ``error_window_s`` the client gives up and the GPU job is cancelled."""
+    refusal = emulated_account.refuse(r"^GET\s.*/pipes/", seconds=None)
     before = set(emulated_account.jobs)
-    result = dg.materialize(
-        [remote_asset(payload_dir, client(), acct_connection, {"mode": "sleep", "n": 1})],
-        raise_on_error=False,
-    )
+    try:
+        result = dg.materialize(
+            [
+                remote_asset(
+                    payload_dir,
+                    client(error_window_s=3),
+                    acct_connection,
+                    {"mode": "sleep", "n": 1},
+                )
+            ],
+            raise_on_error=False,
+        )
+    finally:
+        emulated_account.lift(refusal)
     job = new_job(emulated_account, before)
-    assert not result.success
+    assert not result.success and refusal.hits > 0
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "could not be read from" in failure.event_specific_data.error.to_string()
     assert job.cancel_requested
     emulated_account.wait_idle(60)
     assert job.status == "CANCELLED"
+
+
+def test_a_writer_cut_off_for_a_while_still_delivers_closed(
+    acct_connection, emulated_account, payload_dir
+):
+    """Every PUT of the job's chunks refused for 12 s from the first one (a lost minute, scaled
+    down through the writer's settings): the job still ends with ``closed`` and its
+    materialization; nothing is lost."""
+    refusal = emulated_account.refuse(r"^PUT\s.*/pipes/", seconds=12, from_first_hit=True)
+    before = set(emulated_account.jobs)
+    try:
+        result = dg.materialize(
+            [
+                remote_asset(
+                    payload_dir,
+                    client(network_timeout_s=1, max_backoff_s=1),
+                    acct_connection,
+                    {"mode": "ok", "n": 5},
+                )
+            ],
+            raise_on_error=False,
+        )
+    finally:
+        emulated_account.lift(refusal)
+    job = new_job(emulated_account, before)
+    assert result.success, job.head.text()[-3000:]
+    assert refusal.hits > 0
+    assert "could not be uploaded" in job.head.text()
+    meta = result.asset_materializations_for_node("remote")[0].metadata
+    assert meta["sent"].value == 5
 
 
 def test_submit_kwargs_bind_to_installed_submit_directory():

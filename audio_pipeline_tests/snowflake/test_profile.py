@@ -63,7 +63,9 @@ print(json.dumps({
     assert loaded["resources"]["stage"] == "SnowflakeStage"
     assert loaded["resources"]["store"] == "SnowflakeStore"
     assert loaded["resources"]["compute"] == "SnowflakeMLJobCompute"
-    assert loaded["default_model"] == "openai/whisper-large-v3"
+    assert loaded["default_model"] == (  # pinned: copied once into the models stage
+        "openai/whisper-large-v3@06f233fe06e710322aca913c1bc4249a0d71fce1"
+    )
     assert SECRET not in out.stdout + out.stderr
 
 

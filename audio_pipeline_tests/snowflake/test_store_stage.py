@@ -227,21 +227,15 @@ def test_directory_listing_sql_pushes_down_last_modified(sf_connection):
     assert cursor.calls[1][1] == {"prefix": "%"} and "since" not in cursor.calls[1][0]
 
 
-def test_payload_stage_source_reads_through_an_fsspec_filesystem():
-    """SFStageFileSystem needs pre-signed URLs (not in fakesnow): an fsspec memory FS stands in."""
-    import fsspec
-
+def test_payload_stage_source_from_its_spec():
+    """Reads themselves run against the emulated account (test_stage_reads.py)."""
     from audio_pipeline.transcription.sources import SnowflakeStageSource, open_source
 
-    fs = fsspec.filesystem("memory")
-    fs.pipe("sample/1/2/a.flac", b"x" * 100)
-    source = SnowflakeStageSource("DB", "SCH", "AUDIO_FILES_STAGE", fs=fs)
-    assert source.read_bytes("sample/1/2/a.flac") == b"x" * 100
-    with pytest.raises(ValueError, match="exceeds the 10-byte limit"):
-        source.read_bytes("sample/1/2/a.flac", max_bytes=10)
+    spec = {"kind": "snowflake_stage", "database": "DB", "schema": "SCH", "stage": "S"}
+    source = open_source(spec | {"attempts": 5, "network_timeout_s": 7})
+    assert isinstance(source, SnowflakeStageSource)
+    assert (source.location, source.attempts, source.network_timeout_s) == ('@"DB"."SCH"."S"', 5, 7)
     with pytest.raises(ValueError, match="invalid stage path"):
         source.read_bytes("../secrets.flac")
-    spec = {"kind": "snowflake_stage", "database": "DB", "schema": "SCH", "stage": "S"}
-    assert isinstance(open_source(spec), SnowflakeStageSource)
     with pytest.raises(ValueError, match="invalid Snowflake"):
         open_source(spec | {"stage": 'x"; DROP TABLE t; --'})

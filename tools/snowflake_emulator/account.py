@@ -15,6 +15,7 @@ from audio_pipeline.resources.compute.ray_head import free_port
 
 from . import fakesnow_http, grammar
 from .directory import DirectoryMixin
+from .faults import FaultsMixin
 from .jobs import Instance, Job, JobsMixin, startup_noise  # noqa: F401
 from .pools import ComputePool, PoolsMixin  # noqa: F401
 from .stages import StagesMixin
@@ -35,7 +36,7 @@ from .wire import (
 )
 
 
-class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin):
+class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, FaultsMixin):
     """One emulated account: an HTTP server (fakesnow + the answers above) and its jobs.
 
     Args:
@@ -83,6 +84,7 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin):
         self._server = None
         self._thread = None
         self.port: int | None = None
+        self._init_faults()
         self._handlers: list[tuple[re.Pattern, Callable]] = [
             (r"CALL\s+SYSTEM\$EXECUTE_ML_JOB\s*\(", self._execute_ml_job),
             (r"CALL\s+SYSTEM\$GET_ML_JOB_RUNTIME\s*\(", self._runtime),
@@ -161,7 +163,7 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin):
         import fakesnow.server as fs
         from starlette.applications import Starlette
         from starlette.concurrency import run_in_threadpool
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
 
         async def query(request):
@@ -173,6 +175,8 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin):
             stripped = _strip_comments(sql)
             with self._lock:
                 self.received.append(stripped)
+            if (status := self.refused(stripped)) is not None:  # faults.py
+                return Response(status_code=status)
             for pattern, handler in self._handlers:
                 match = pattern.match(stripped)
                 if not match:
@@ -219,9 +223,22 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin):
                 return Response(status_code=404)
             return FileResponse(target)
 
+        async def login(request):
+            body = await request.body()
+            if request.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            refused = self.login_refused(json.loads(body or b"{}"))  # faults.py
+            if refused:
+                return JSONResponse(
+                    {"data": None, "code": "390318", "message": refused, "success": False}
+                )
+            return await fakesnow_http.login(request)
+
         # fakesnow's routes with the login answer it lacks; the query endpoint is ours (below)
-        routes = [r for r in fakesnow_http.routes() if r.path != "/queries/v1/query-request"]
+        ours = {"/queries/v1/query-request", "/session/v1/login-request"}
+        routes = [r for r in fakesnow_http.routes() if r.path not in ours]
         routes += [
+            Route("/session/v1/login-request", login, methods=["POST"]),
             Route("/queries/v1/query-request", query, methods=["POST"]),
             Route("/telemetry/send", telemetry, methods=["POST"]),
             Route("/presigned/{path:path}", presigned, methods=["GET", "HEAD"]),

@@ -181,7 +181,10 @@ class JobsMixin:
     def _container_env(self, job: Job, index: int) -> dict:
         token = job.workdir / "token"
         token.write_text(secrets.token_urlsafe(24))
-        env = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR") if k in os.environ}
+        # PYTHONPATH too: the container's packages are the test process's (a checkout's own
+        # code, not another one installed in the same virtualenv)
+        keep = ("PATH", "LANG", "TMPDIR", "PYTHONPATH")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
         env |= {
             "HOME": str(job.workdir / "home"),
             "PYTHONUNBUFFERED": "1",

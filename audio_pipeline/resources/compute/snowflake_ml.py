@@ -11,15 +11,20 @@ from ..snowflake_connection import SnowflakeConnection
 from .base import INGEST_PAYLOAD_MODULE, PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
 from .bundle import PAYLOAD_ENTRY, build_payload_dir
 
+# Relative to the job's payload directory, where the SDK writes requirements.txt and pip runs.
+PAYLOAD_CONSTRAINTS = "audio_pipeline/transcription/constraints.txt"
+# openai/whisper-large-v3's commit on the Hugging Face Hub that this project pins by default.
+WHISPER_LARGE_V3_REVISION = "06f233fe06e710322aca913c1bc4249a0d71fce1"
 # Credits per node-hour (Snowflake service consumption table); used for the cost estimate.
 CREDITS_PER_NODE_HOUR = {"GPU_NV_S": 0.57}
 
 
 def payload_requirements() -> list[str]:
-    """The payload's pinned requirements, shipped with it (``transcription/requirements.txt``)."""
+    """The payload's bounded requirements (``transcription/requirements.txt``) and, for pip on
+    each node, the constraints shipped with the payload (its path inside the job's directory)."""
     path = Path(__file__).resolve().parents[2] / "transcription" / "requirements.txt"
     lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
+    return [line for line in lines if line] + [f"-c {PAYLOAD_CONSTRAINTS}"]
 
 
 class SnowflakeMLJobCompute(TranscriptionCompute):
@@ -30,7 +35,8 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
 
     connection: SnowflakeConnection
     home: str = "/tmp/audio_pipeline"
-    default_model: str = "openai/whisper-large-v3"
+    # a Hub model is pinned to a commit: copied once into the models stage, reused by every job
+    default_model: str = f"openai/whisper-large-v3@{WHISPER_LARGE_V3_REVISION}"
     pool_name: str = "AUDIO_PROCESSING_CP_GPU_NV_S_5_NODES"
     instance_family: str = "GPU_NV_S"
     min_nodes: int = Field(default=1, ge=1)
@@ -41,6 +47,10 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
     target_instances: int = Field(default=5, ge=1, description="nodes per transcription job")
     min_instances: int = Field(default=1, ge=1, description="nodes a job waits for to start")
     job_stage: str = "JOB_STAGE"
+    models_path: str = Field(
+        default="models",
+        description="where Hub models are copied once, under the job stage (@JOB_STAGE/models)",
+    )
     external_access_integrations: list[str] = Field(
         default_factory=lambda: ["AUDIO_PIPELINE_ACCESS_INTEGRATION"]
     )
@@ -201,7 +211,17 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
                     **self.submit_args(module, context.run.run_id, ingest=ingest),
                 )
 
+    def models_stage(self) -> str:
+        """The models stage location the payload copies Hub models to (model_stage.py)."""
+        database, schema = self.connection.schema_fqn
+        stage = identifiers.validate(self.job_stage, "stage name")
+        path = identifiers.validate_stage_path(self.models_path, "models path")
+        return f"@{database}.{schema}.{stage}/{path}"
+
     def run_payload(self, context, extras):
+        job = extras.get("job")
+        if job is not None and not job.get("model_stage"):
+            extras = extras | {"job": job | {"model_stage": self.models_stage()}}
         return self._run(context, extras, PAYLOAD_MODULE, ingest=False)
 
     def run_ingest(self, context, extras):
