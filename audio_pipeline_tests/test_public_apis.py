@@ -83,6 +83,8 @@ def test_no_class_overrides_a_private_method_of_another_library():
             for name, value in vars(cls).items():
                 if not name.startswith("_") or name.startswith("__"):
                     continue
-                if inspect.isfunction(value) and any(name in vars(base) for base in foreign):
+                method = isinstance(value, classmethod | staticmethod | property)
+                method = method or inspect.isfunction(value)
+                if method and any(name in vars(base) for base in foreign):
                     found.add(f"{cls.__module__}.{cls.__name__}.{name}")
     assert not found, "overrides of other libraries' private methods:\n" + "\n".join(sorted(found))

@@ -177,10 +177,6 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             if value is not None
         }
 
-    @classmethod
-    def _is_dagster_maintained(cls) -> bool:
-        return False
-
     @staticmethod
     def submit_kwargs(
         *,
