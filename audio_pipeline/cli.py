@@ -190,11 +190,12 @@ def demo(
     from .transcription.librispeech import LibriSpeechError, get_subset
     from .transcription.models import model_id_for
 
+    resources = resources_for()
     try:
-        get_subset(subset)
+        # A local mirror's own subsets (LIBRISPEECH_MIRROR=../shared/data/realspeech: dev-real).
+        get_subset(subset, resources["librispeech_source"].mirror)
     except LibriSpeechError as exc:
         raise CliError(str(exc)) from None
-    resources = resources_for()
     instance = instance or _instance()
     log_path = _log_path(instance)
     started = time.perf_counter()
