@@ -24,6 +24,7 @@ import numpy as np
 from . import model_stage, quality, snowflake_auth
 from .audio import SILENCE_DBFS, decode_audio
 from .engine import ENGINES, DecodingOptions, Transcription, load_engine
+from .pieces import PieceOptions, Stitcher, estimated_pieces, piece_rows, whole_piece
 from .settings import JobSettings
 from .sinks import PendingFile, open_sink
 from .sources import StageUnreachableError, open_source
@@ -103,6 +104,9 @@ class JobSummary:
     error_samples: list[str] = field(default_factory=list)
     preview: list[dict] = field(default_factory=list)
     files_by_batch: dict[str, int] = field(default_factory=dict)
+    long_files: int = 0  # files cut into pieces
+    pieces: int = 0
+    piece_nodes: int = 0  # Ray nodes whose actors transcribed pieces
 
     @property
     def x_real_time(self) -> float:
@@ -128,44 +132,62 @@ class JobSummary:
             meta["wer_percent"] = quality.percent(self.wer)
         if self.expected_nodes is not None:
             meta["expected_nodes"] = self.expected_nodes
+        if self.long_files:
+            meta |= {k: getattr(self, k) for k in ("long_files", "pieces", "piece_nodes")}
         return meta
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], source_spec: dict, max_file_bytes: int, max_duration_s: float
+    batch: dict[str, np.ndarray],
+    source_spec: dict,
+    max_file_bytes: int,
+    max_duration_s: float,
+    long_file_s: float | None = None,
+    piece_s: float = PieceOptions.max_s,
 ) -> dict[str, np.ndarray]:
     """Read and decode each file; a failure becomes an ``error`` value, never an exception.
 
-    The md5 of the bytes read is kept: each row says which content it describes.
+    The md5 of the bytes read is kept: each row says which content it describes. A file longer
+    than ``long_file_s`` becomes several rows, its pieces (see :mod:`.pieces`).
     """
     source = open_source(source_spec)
-    pcm, durations, levels, errors, hashes = [], [], [], [], []
-    for path in batch["file_path"]:
+    options = PieceOptions(long_s=long_file_s, max_s=piece_s) if long_file_s else None
+    n = len(batch["file_path"])
+    versions = batch.get("content_version", np.ones(n, dtype=np.int64))
+    rows = []
+    for path, batch_key, version in zip(
+        batch["file_path"], batch["batch_key"], versions, strict=True
+    ):
         data = None
+        base = {"file_path": path, "batch_key": batch_key, "content_version": version}
         try:
             data = source.read_bytes(str(path), max_bytes=max_file_bytes)
             audio = decode_audio(data, str(path), max_duration_s=max_duration_s)
-            pcm.append(audio.samples.tobytes())
-            durations.append(audio.duration_s)
-            levels.append(audio.rms_dbfs)
-            errors.append("")
+            parts = (
+                piece_rows(audio.samples, options)
+                if options
+                else [whole_piece(audio.samples, audio.rms_dbfs)]
+            )
+            decoded = [p | {"decode_error": ""} for p in parts]
         except StageUnreachableError:  # not this file's fault: the job stops, diagnosed
             raise
         except Exception as exc:  # a stage read (connector, HTTP, SDK errors) or a decode
-            pcm.append(b"")
-            durations.append(0.0)
-            levels.append(-200.0)
-            errors.append(f"{type(exc).__name__}: {exc}")
-        hashes.append(hashlib.md5(data, usedforsecurity=False).hexdigest() if data else "")
+            decoded = [whole_piece(None) | {"decode_error": f"{type(exc).__name__}: {exc}"}]
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest() if data else ""
+        rows += [base | {"content_md5": md5} | p for p in decoded]
     return {
-        "file_path": batch["file_path"],
-        "batch_key": batch["batch_key"],
-        "content_version": batch.get("content_version", np.ones(len(hashes), dtype=np.int64)),
-        "content_md5": np.array(hashes, dtype=object),
-        "pcm": np.array(pcm, dtype=object),
-        "duration_s": np.array(durations, dtype=np.float64),
-        "rms_dbfs": np.array(levels, dtype=np.float64),
-        "decode_error": np.array(errors, dtype=object),
+        "file_path": np.array([r["file_path"] for r in rows], dtype=object),
+        "batch_key": np.array([r["batch_key"] for r in rows], dtype=object),
+        "content_version": np.array([r["content_version"] for r in rows], dtype=np.int64),
+        "content_md5": np.array([r["content_md5"] for r in rows], dtype=object),
+        "pcm": np.array([r["pcm"] for r in rows], dtype=object),
+        "duration_s": np.array([r["duration_s"] for r in rows], dtype=np.float64),
+        "rms_dbfs": np.array([r["rms_dbfs"] for r in rows], dtype=np.float64),
+        "decode_error": np.array([r["decode_error"] for r in rows], dtype=object),
+        "piece": np.array([r["piece"] for r in rows], dtype=np.int64),
+        "pieces": np.array([r["pieces"] for r in rows], dtype=np.int64),
+        "offset_s": np.array([r["offset_s"] for r in rows], dtype=np.float64),
+        "file_duration_s": np.array([r["file_duration_s"] for r in rows], dtype=np.float64),
     }
 
 
@@ -192,6 +214,7 @@ class Transcriber:
         )
         self.model_id = model_id
         self.run_id = run_id
+        self.node_id = _node_id()
 
     def _row(self, batch, i, status, error=None, result=None, flags=()) -> dict:
         path, batch_key, duration = (
@@ -215,6 +238,18 @@ class Transcriber:
             "transcribed_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
             "content_version": int(batch["content_version"][i]),
             "content_md5": str(batch["content_md5"][i]) or None,
+        } | self._piece(batch, i)
+
+    def _piece(self, batch, i) -> dict:
+        """Where a piece of a long file sits in it, for stitching (a whole file: 0 of 1)."""
+        if "pieces" not in batch:
+            return {}
+        return {
+            "piece": int(batch["piece"][i]),
+            "pieces": int(batch["pieces"][i]),
+            "offset_s": float(batch["offset_s"][i]),
+            "file_duration_s": float(batch["file_duration_s"][i]),
+            "node_id": self.node_id,
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -261,6 +296,16 @@ class Transcriber:
                 flags=quality.hallucination_flags(result.text, float(batch["rms_dbfs"][i])),
             )
         return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
+
+
+def _node_id() -> str:
+    """The Ray node this actor runs on ("" outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # the id only tells which node transcribed a piece
+        return ""
 
 
 def plan_actors(
@@ -366,6 +411,9 @@ class Plan:
     expected_nodes: int | None
     rows: int = 0
     calls: int = 1
+    long_files: int = 0
+    pieces: int = 0
+    piece_nodes: int = 0
 
 
 def transcribe_files(
@@ -401,7 +449,11 @@ def transcribe_files(
         nodes=nodes,
         expected_nodes=expected,
     )
-    actors = max(1, min(actors, math.ceil(len(files) / max(1, settings.decoding.batch_size))))
+    # Work items: a file, or each piece of a long one (estimated from its size for the plan).
+    long_s = settings.long_file_s
+    options = PieceOptions(long_s=long_s, max_s=settings.piece_s) if long_s else None
+    items_est = sum(estimated_pieces(f.size_bytes, options) if options else 1 for f in files)
+    actors = max(1, min(actors, math.ceil(items_est / max(1, settings.decoding.batch_size))))
     calls, call_threads = plan_calls(settings.engine, gpus, threads, settings.calls_per_actor)
     log_fn(
         f"cluster: {nodes} node(s)"
@@ -433,11 +485,18 @@ def transcribe_files(
             "source_spec": settings.source,
             "max_file_bytes": settings.max_file_bytes,
             "max_duration_s": settings.max_duration_s,
+            "long_file_s": long_s,
+            "piece_s": settings.piece_s,
         },
     )
+    call_rows = rows_per_call(settings, items_est, actors * calls)
+    if items_est > len(files):
+        # A long file's pieces leave its decode task as one block, which one actor would take
+        # whole: blocks of one call's rows spread the pieces over every actor.
+        ds = ds.repartition(target_num_rows_per_block=call_rows)
     ds = ds.map_batches(
         Transcriber,
-        batch_size=rows_per_call(settings, len(files), actors * calls),
+        batch_size=call_rows,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(
             size=actors,
@@ -464,12 +523,23 @@ def transcribe_files(
         **({"runtime_env": {"env_vars": env}} if (env := snowflake_auth.task_env()) else {}),
     )
     plan = Plan(actors, threads, gpus, nodes, expected, calls=calls)
-    plan.rows = _drain(
+    stitcher = Stitcher()
+
+    def on_pieces(rows: list[dict]) -> None:
+        if files := stitcher.add(rows):
+            plan.rows += len(files)
+            on_rows(files)
+
+    _drain(
         ds,
-        on_rows,
+        on_pieces,
         settings.stall_timeout_s,
         lambda idle, rows: diagnose_stall(ray, idle, rows, len(files)),
     )
+    if stitcher.unfinished:
+        raise RuntimeError(f"pieces missing for {', '.join(stitcher.unfinished[:5])}")
+    plan.long_files, plan.pieces = stitcher.cut_files, stitcher.pieces
+    plan.piece_nodes = len(stitcher.piece_nodes)
     return plan
 
 
@@ -565,6 +635,8 @@ def run_job(settings: JobSettings, log_fn: Callable[[str], None] = print) -> Job
     summary.actors, summary.threads_per_actor = plan.actors, plan.threads
     summary.calls_per_actor = plan.calls
     summary.nodes, summary.expected_nodes = plan.nodes, plan.expected_nodes
+    summary.long_files, summary.pieces = plan.long_files, plan.pieces
+    summary.piece_nodes = plan.piece_nodes
     summary.wall_s = time.perf_counter() - started
     summary.wer = quality.corpus_wer(pairs)
     summary.wer_files = len(pairs)

@@ -40,6 +40,8 @@ class JobSettings:
     max_file_bytes: int = 512 * MIB
     max_duration_s: float = 4 * 3600.0
     decode_batch_size: int = 4
+    long_file_s: float | None = 30.0  # longer files are cut at pauses into pieces; None: never
+    piece_s: float = 28.0  # a piece's length where a pause allows it
     progress_interval_s: float = 10.0
     stall_timeout_s: float | None = 900.0
 
