@@ -152,6 +152,7 @@ def transcripts(
 # What a job reports about itself; its file counts, WER and preview are per partition instead.
 JOB_FIGURES = ("wall_seconds", "x_real_time", "model_id", "engine", "nodes", "actors")
 JOB_FIGURES += ("threads_per_actor", "calls_per_actor", "expected_nodes")
+JOB_FIGURES += ("long_files", "pieces", "piece_nodes")  # files cut at pauses, where any were
 
 
 def partition_metadata(report: BatchReport, transcribed_now: int) -> dict:
