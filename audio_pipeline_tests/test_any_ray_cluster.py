@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -78,9 +79,9 @@ def rows(home) -> list:
 def test_a_head_started_from_another_checkout_runs_this_checkouts_payload(tmp_path, home, instance):
     head = start_head(tmp_path / "ray", cwd=other_checkout(tmp_path / "other-checkout"))
     try:
-        compute = LocalRayCompute(
-            home=str(home), address=head.dashboard_url, python=sys.executable, pip_requirements=[]
-        )
+        # Started from this environment: no pip runtime environment, found without being told.
+        compute = LocalRayCompute(home=str(home), address=head.dashboard_url)
+        assert compute.runs_this_python() and "pip" not in compute.runtime_env(tmp_path)
         result = transcribe(home, instance, compute)
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
         assert rows(home) == [(FILES, FILES)]
@@ -125,9 +126,34 @@ def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home,
         # address given, python not: the job runs the cluster's python in a runtime
         # environment with the payload's pip requirements.
         compute = LocalRayCompute(home=str(home), address=head.dashboard_url)
+        assert not compute.runs_this_python()
         result = transcribe(home, instance, compute)
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
         assert rows(home) == [(FILES, FILES)]
     finally:
         head.stop()
         drop_runtime_envs(head)
+
+
+def test_only_a_cluster_running_this_python_goes_without_pip(tmp_path):
+    """What listens on a loopback address decides: a process of this environment's Python
+    (here a plain HTTP server standing in for a dashboard), nothing, or another host."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "-b", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        here = LocalRayCompute(home=str(tmp_path), address=f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while not here.runs_this_python() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the server is still starting
+        assert here.runs_this_python() and "pip" not in here.runtime_env(tmp_path)
+    finally:
+        server.terminate()
+        server.wait()
+    for address in (f"http://127.0.0.1:{free_port()}", "http://10.1.2.3:8265"):
+        other = LocalRayCompute(home=str(tmp_path), address=address)
+        assert not other.runs_this_python()
+        assert "faster-whisper>=1.2,<2" in other.runtime_env(tmp_path)["pip"]["packages"]

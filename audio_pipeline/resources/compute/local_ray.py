@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
 from dagster_ray.core.pipes import PipesRayJobClient, PipesRayJobMessageReader
@@ -46,8 +47,9 @@ class LocalRayCompute(TranscriptionCompute):
     pip_requirements: list[str] | None = Field(
         default=None,
         description="pip packages the job's Ray runtime environment installs beside the shipped "
-        "payload; default: none on the head this resource starts (it runs this environment's "
-        "python), the payload's requirements on a cluster given by `address`",
+        "payload; default: none on a cluster that runs this environment's python (the head this "
+        "resource starts, or one on loopback started from this environment), the payload's "
+        "requirements on any other cluster given by `address`",
     )
 
     @property
@@ -135,11 +137,26 @@ class LocalRayCompute(TranscriptionCompute):
         if not self.address:  # our own head: its GCS, never another cluster's (see payload)
             env["env_vars"]["AUDIO_PIPELINE_RAY_GCS"] = self.head.gcs_address
         pip = self.pip_requirements
-        if pip is None and self.address:
+        if pip is None and self.address and not self.runs_this_python():
             pip = list(RAY_PAYLOAD_REQUIREMENTS)
         if pip:
             env["pip"] = {"packages": list(pip), "pip_check": False}
         return env
+
+    def runs_this_python(self) -> bool:
+        """True when the cluster runs this environment's Python: the head this resource starts,
+        or a cluster on loopback whose dashboard runs from this virtual environment. Such a
+        cluster has every requirement already; a pip runtime environment would only copy the
+        environment (GBs) for nothing."""
+        if not self.address:
+            return True
+        url = urlparse(self.dashboard_url)
+        if url.hostname not in ("127.0.0.1", "localhost") or not url.port:
+            return False
+        python = listener_python(url.port)
+        return (
+            python is not None and python.parent.resolve() == Path(sys.executable).parent.resolve()
+        )
 
     def run_payload(self, context, extras):
         import tempfile
@@ -191,6 +208,22 @@ class LocalRayCompute(TranscriptionCompute):
                 "log_tail": dg.MetadataValue.text(job_logs.readable_tail(logs)),
             },
         )
+
+
+def listener_python(port: int) -> Path | None:
+    """The interpreter (as started: ``.venv/bin/python``) of the process on this machine that
+    listens on ``port``, when it is a Python process we may inspect."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                cmdline = psutil.Process(conn.pid).cmdline()
+                if cmdline and "python" in Path(cmdline[0]).name:
+                    return Path(cmdline[0])
+    except (psutil.Error, OSError):  # another user's process: we cannot tell
+        return None
+    return None
 
 
 class _QuietJobLogs:
