@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -156,10 +157,13 @@ def test_bench_runs_on_three_real_files_and_writes_its_results(tmp_path):
     out = tmp_path / "bench" / "results.json"
     cmd = [sys.executable, "-m", "tools.bench.throughput", "--rounds", "1"]
     cmd += ["--files", "3", "--min-minutes", "0", "--corpus", str(TREE), "--out", str(out)]
+    cmd += ["--shapes", "short"]  # the long and large shapes take minutes per variant
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    whole = json.loads(out.read_text())
+    assert list(whole["shapes"]) == ["short"] and whole["ray_head_idle_mb"] > 0
+    report = whole["shapes"]["short"]
     assert report["corpus"]["name"] == "dev-real" and report["corpus"]["files"] == 3
     assert report["corpus"]["audio_s"] > 5 and report["rounds"] == 1
     assert set(report["variants"]) == {"pipeline", "faster_whisper", "seed_style"}
@@ -167,8 +171,28 @@ def test_bench_runs_on_three_real_files_and_writes_its_results(tmp_path):
         assert v["median_wall_s"] > 0 and v["x_real_time"] > 0, name
         assert 0 <= v["wer"] < 0.5 and v["errors"] == 0, name
         assert v["peak_memory_mb"] > 50 and len(v["walls_s"]) == 1, name
+        assert len(v["load_1m"]) == 1, name
     assert set(report["ratios"]) == {"pipeline_over_faster_whisper", "pipeline_over_seed_style"}
-    assert report["ray_head_idle_mb"] > 0
+
+
+@needs_realspeech
+def test_bench_shapes_are_short_clips_the_long_form_set_and_a_large_job(tmp_path):
+    from tools.bench.throughput import main, shape_files
+
+    args = SimpleNamespace(min_minutes=10, large_minutes=30, files=None)
+    short = shape_files("short", TREE, tmp_path, args)
+    long = shape_files("long", TREE, tmp_path, args)
+    large = shape_files("large", TREE, tmp_path, args)
+    assert 600 <= sum(f.duration_s for f in short) < 700
+    assert sum(f.duration_s for f in large) >= 1800
+    assert len({f.stage_path for f in large}) == len(large)  # copies in folders of their own
+    # Long files: every utterance once, chapters joined, each file at least 3 minutes.
+    utterances = _corpus()
+    assert len(long) == 2 and all(f.duration_s >= 180 for f in long)
+    assert sum(f.duration_s for f in long) == pytest.approx(sum(f.duration_s for f in short[:51]))
+    assert " ".join(f.reference for f in long).split() == " ".join(r for _, r in utterances).split()
+    with pytest.raises(SystemExit):
+        main(["--shapes", "short,huge"])
 
 
 @pytest.mark.slow

@@ -1,8 +1,16 @@
 """``make bench``: the pipeline against faster-whisper's bare loop and the quickstart's actor.
 
 One interleaved run on real speech (default: ``../shared/data/realspeech/LibriSpeech/dev-real``
-beside the repository, or ``BENCH_DIR`` / ``--corpus``; any LibriSpeech-layout tree), repeated
-file by file until it holds ``--min-minutes`` of audio (never time-stretched). Each variant runs
+beside the repository, or ``BENCH_DIR`` / ``--corpus``; any LibriSpeech-layout tree), in three
+shapes of work (``--shapes``), each one job per variant:
+
+* ``short``: the tree's utterances, repeated file by file until ``--min-minutes`` of audio (never
+  time-stretched);
+* ``long``: the long-form set (:mod:`tools.longform_corpus`: the tree's chapters joined into
+  files of at least 3 minutes, references joined);
+* ``large``: the utterances repeated until ``--large-minutes`` (30) of audio, in one job.
+
+Each variant runs
 in a fresh process, end to end for the job (model load and writes included; Python imports and
 the warm Ray head excluded, as a running Dagster deployment has them already):
 
@@ -39,6 +47,7 @@ from audio_pipeline.resources.compute.ray_head import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "realspeech" / "LibriSpeech" / "dev-real"
 VARIANTS = ("pipeline", "faster_whisper", "seed_style")
+SHAPES = ("short", "long", "large")
 BATCH_KEY = "bench"
 MODEL = "bundled:tiny.en"
 
@@ -92,6 +101,31 @@ def build_corpus(tree: Path, min_s: float, max_files: int | None) -> list[BenchF
                 break
         copy += 1
     return files
+
+
+def longform_files(tree: Path, work: Path) -> list[BenchFile]:
+    """The long-form set built from ``tree`` under ``work``: whole chapters per file."""
+    import soundfile as sf
+
+    from tools.longform_corpus import build
+
+    long_tree = build(tree, work / "longform", min_s=180)
+    files = []
+    for flac in sorted(long_tree.glob("*/*/*.flac")):
+        reference = next(flac.parent.glob("*.trans.txt")).read_text().split(" ", 1)[1].strip()
+        rel = flac.relative_to(long_tree)
+        files.append(BenchFile(str(flac), f"long/{rel}", sf.info(str(flac)).duration, reference))
+    return files
+
+
+def shape_files(shape: str, tree: Path, work: Path, args) -> list[BenchFile]:
+    if shape == "short":
+        return build_corpus(tree, args.min_minutes * 60, args.files)
+    if shape == "long":
+        return longform_files(tree, work)
+    if shape == "large":
+        return build_corpus(tree, args.large_minutes * 60, args.files)
+    raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -358,13 +392,14 @@ def run(args) -> dict:
     from audio_pipeline.transcription.quality import corpus_wer
 
     tree = corpus_dir(args.corpus)
-    files = build_corpus(tree, args.min_minutes * 60, args.files)
-    audio_s = sum(f.duration_s for f in files)
-    variants = [v for v in VARIANTS if v in args.variants]
     work = Path(tempfile.mkdtemp(prefix="audio-bench-"))
+    shapes = {shape: shape_files(shape, tree, work, args) for shape in args.shapes}
+    variants = [v for v in VARIANTS if v in args.variants]
+    for shape, files in shapes.items():
+        audio_s = sum(f.duration_s for f in files)
+        print(f"shape {shape}: {len(files)} files, {audio_s / 60:.1f} min of audio", flush=True)
     print(
-        f"corpus {tree}: {len(files)} files, {audio_s / 60:.1f} min of audio; "
-        f"variants {', '.join(variants)}; {args.rounds} round(s); work dir {work}",
+        f"corpus {tree}; variants {', '.join(variants)}; {args.rounds} round(s); work dir {work}",
         flush=True,
     )
     # A Ray temp dir of its own: a job's driver finds its cluster through
@@ -382,7 +417,20 @@ def run(args) -> dict:
         object_store_memory_mb=args.object_store_mb,
         isolated_ports=True,
     )
-    results: dict[str, list[dict]] = {v: [] for v in variants}
+    results: dict[str, dict[str, list[dict]]] = {s: {v: [] for v in variants} for s in shapes}
+    idle_ray_mb = 0.0
+
+    def report() -> dict:
+        return {
+            "model": args.model,
+            "cpus": os.cpu_count(),
+            "ray_head_idle_mb": round(idle_ray_mb, 1),
+            "shapes": {
+                shape: summarize(results[shape], files, tree, args)
+                for shape, files in shapes.items()
+            },
+        }
+
     try:
         # One-time conversion / assembly of the weights, not timed.
         resolve_model(args.model, "ctranslate2", work)
@@ -391,37 +439,44 @@ def run(args) -> dict:
         compute.ensure_pool()  # a warm head, as transcription_compute_pool leaves it
         head_pid = int(compute.head.pid_file.read_text())
         idle_ray_mb = MemorySampler([head_pid]).sample() / 1024  # before any job
-        spec = {
-            "files": [f.__dict__ for f in files],
-            "work": str(work),
-            "ray_address": compute.dashboard_url,
-            "model": args.model,
-            "pipeline_config": json.loads(args.pipeline_config),
-            "compute": {
-                "home": compute.home,
-                "gcs_port": compute.gcs_port,
-                "dashboard_port": compute.dashboard_port,
-                "isolated_ports": True,
-            },
-        }
-        spec_path = work / "spec.json"
-        spec_path.write_text(json.dumps(spec))
         for r in range(args.rounds):
-            order = variants[r % len(variants) :] + variants[: r % len(variants)]
-            for variant in order:
-                res = _run_variant(variant, spec_path, [head_pid], work / f"{variant}-{r}.json")
-                wer = corpus_wer((f.reference, t) for f, t in zip(files, res["texts"], strict=True))
-                res |= {"round": r, "wer": wer, "x_real_time": audio_s / res["wall_s"]}
-                results[variant].append(res)
-                print(
-                    f"round {r + 1}/{args.rounds} {variant:15s} wall {res['wall_s']:7.1f} s  "
-                    f"x-real-time {res['x_real_time']:6.2f}  WER {wer * 100:5.2f} %  "
-                    f"peak {res['peak_memory_mb']:6.0f} MB",
-                    flush=True,
-                )
+            for shape, files in shapes.items():
+                audio_s = sum(f.duration_s for f in files)
+                spec = {
+                    "files": [f.__dict__ for f in files],
+                    "work": str(work / shape),
+                    "ray_address": compute.dashboard_url,
+                    "model": args.model,
+                    "pipeline_config": json.loads(args.pipeline_config),
+                    "compute": {
+                        "home": compute.home,
+                        "gcs_port": compute.gcs_port,
+                        "dashboard_port": compute.dashboard_port,
+                        "isolated_ports": True,
+                    },
+                }
+                (work / shape).mkdir(exist_ok=True)
+                spec_path = work / shape / "spec.json"
+                spec_path.write_text(json.dumps(spec))
+                order = variants[r % len(variants) :] + variants[: r % len(variants)]
+                for variant in order:
+                    out = work / shape / f"{variant}-{r}.json"
+                    load = os.getloadavg()[0]
+                    res = _run_variant(variant, spec_path, [head_pid], out)
+                    texts = zip(files, res["texts"], strict=True)
+                    wer = corpus_wer((f.reference, t) for f, t in texts)
+                    res |= {"round": r, "wer": wer, "x_real_time": audio_s / res["wall_s"]}
+                    res["load_1m"] = round(max(load, os.getloadavg()[0]), 2)
+                    results[shape][variant].append(res)
+                    print(
+                        f"round {r + 1}/{args.rounds} {shape:5s} {variant:15s} "
+                        f"wall {res['wall_s']:7.1f} s  x-real-time {res['x_real_time']:6.2f}  "
+                        f"WER {wer * 100:5.2f} %  peak {res['peak_memory_mb']:6.0f} MB  "
+                        f"load {res['load_1m']:.1f}",
+                        flush=True,
+                    )
             if args.partial_out:
-                partial = summarize(results, files, tree, audio_s, args, idle_ray_mb)
-                Path(args.partial_out).write_text(json.dumps(partial, indent=2) + "\n")
+                Path(args.partial_out).write_text(json.dumps(report(), indent=2) + "\n")
     finally:
         compute.stop()
         if args.keep_work:
@@ -429,10 +484,12 @@ def run(args) -> dict:
         else:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(ray_tmp, ignore_errors=True)
-    return summarize(results, files, tree, audio_s, args, idle_ray_mb)
+    return report()
 
 
-def summarize(results, files, tree, audio_s, args, idle_ray_mb) -> dict:
+def summarize(results, files, tree, args) -> dict:
+    """One shape's figures: per variant medians, peak memory and machine load; ratios."""
+    audio_s = sum(f.duration_s for f in files)
     results = {v: runs for v, runs in results.items() if runs}
     summary = {}
     for variant, runs in results.items():
@@ -444,6 +501,7 @@ def summarize(results, files, tree, audio_s, args, idle_ray_mb) -> dict:
             "peak_memory_mb": round(max(r["peak_memory_mb"] for r in runs), 1),
             "errors": max(r["errors"] for r in runs),
             "walls_s": [round(r["wall_s"], 2) for r in runs],
+            "load_1m": [r.get("load_1m") for r in runs],
         }
         job_walls = [r["job_wall_s"] for r in runs if r.get("job_wall_s")]
         if job_walls:  # the payload's own clock (pipeline): submission and Pipes excluded
@@ -463,10 +521,7 @@ def summarize(results, files, tree, audio_s, args, idle_ray_mb) -> dict:
             "unique_files": len({f.path for f in files}),
             "audio_s": round(audio_s, 2),
         },
-        "model": args.model,
         "rounds": min(len(runs) for runs in results.values()) if results else 0,
-        "cpus": os.cpu_count(),
-        "ray_head_idle_mb": round(idle_ray_mb, 1),
         "variants": summary,
         "ratios": ratios,
     }
@@ -478,7 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--corpus", default=None, help="a LibriSpeech-layout subset folder")
     parser.add_argument("--files", type=int, default=None, help="use only the first N files")
-    parser.add_argument("--min-minutes", type=float, default=10.0)
+    parser.add_argument("--min-minutes", type=float, default=10.0, help="short clips' audio")
+    parser.add_argument("--large-minutes", type=float, default=30.0, help="the large job's audio")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="short, long, large")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
         "--pipeline-config",
@@ -499,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.result).write_text(json.dumps(WORKERS[args.worker](spec)))
         return 0
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.shapes = [v.strip() for v in args.shapes.split(",") if v.strip()]
+    if set(args.shapes) - set(SHAPES):
+        parser.error(f"unknown shapes {args.shapes}; choose from {', '.join(SHAPES)}")
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
@@ -507,7 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     args.partial_out = str(out) if args.rounds > 1 else None  # rewritten after every round
     report = run(args)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("corpus", "variants", "ratios")}, indent=2))
+    for shape, figures in report["shapes"].items():
+        print(
+            shape, json.dumps({k: figures[k] for k in ("corpus", "variants", "ratios")}, indent=2)
+        )
     print(f"wrote {out}")
     return 0
 
