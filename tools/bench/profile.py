@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             corpus=args.corpus,
             files=args.files,
             min_minutes=0,
+            large_minutes=0,
+            shapes=["short"],
             rounds=1,
             variants=["pipeline"],
             object_store_mb=512,
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             pipeline_config="{}",
             keep_work=False,
         )
-    )["variants"]["pipeline"]
+    )["shapes"]["short"]["variants"]["pipeline"]
     wall = job["median_wall_s"]
     in_job = job.get("job_wall_s") or wall
     # The job runs `calls` of these calls at once: its wall time holds 1/calls of their seconds.
