@@ -393,7 +393,11 @@ def run(args) -> dict:
 
     tree = corpus_dir(args.corpus)
     work = Path(tempfile.mkdtemp(prefix="audio-bench-"))
-    shapes = {shape: shape_files(shape, tree, work, args) for shape in args.shapes}
+    try:
+        shapes = {shape: shape_files(shape, tree, work, args) for shape in args.shapes}
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     variants = [v for v in VARIANTS if v in args.variants]
     for shape, files in shapes.items():
         audio_s = sum(f.duration_s for f in files)
