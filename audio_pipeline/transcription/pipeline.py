@@ -526,9 +526,9 @@ def transcribe_files(
     stitcher = Stitcher()
 
     def on_pieces(rows: list[dict]) -> None:
-        if files := stitcher.add(rows):
-            plan.rows += len(files)
-            on_rows(files)
+        if whole := stitcher.add(rows):  # files whose pieces have all come back
+            plan.rows += len(whole)
+            on_rows(whole)
 
     _drain(
         ds,
