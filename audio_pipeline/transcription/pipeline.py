@@ -491,6 +491,9 @@ def transcribe_files(
     )
     call_rows = rows_per_call(settings, items_est, actors * calls)
     if items_est > len(files):
+        # A piece fills a window by itself (nothing to pack), so larger calls gain little: calls
+        # small enough that each slot gets about four, and none waits on a long last one.
+        call_rows = min(call_rows, max(1, math.ceil(items_est / (4 * actors * calls))))
         # A long file's pieces leave its decode task as one block, which one actor would take
         # whole: blocks of one call's rows spread the pieces over every actor.
         ds = ds.repartition(target_num_rows_per_block=call_rows)
