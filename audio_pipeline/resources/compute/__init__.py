@@ -8,7 +8,7 @@ from .base import (
     log_tail,
 )
 from .bundle import PAYLOAD_ENTRY, build_payload_dir
-from .local_ray import LocalRayCompute, PatientRayJobClient
+from .local_ray import LocalRayCompute
 from .ray_head import RayHead
 from .snowflake_ml import SnowflakeMLJobCompute
 
@@ -18,7 +18,6 @@ __all__ = [
     "PAYLOAD_MODULE",
     "ComputePoolError",
     "LocalRayCompute",
-    "PatientRayJobClient",
     "RayHead",
     "SnowflakeMLJobCompute",
     "TranscriptionCompute",

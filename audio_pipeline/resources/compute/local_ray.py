@@ -10,7 +10,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
-from dagster_ray.core.pipes import PipesRayJobClient, PipesRayJobMessageReader
+from dagster_ray import PipesRayJobClient, PipesRayJobMessageReader
+from dagster_ray.core.pipes import tail_logs
 from pydantic import Field
 
 from .. import job_logs
@@ -117,10 +118,10 @@ class LocalRayCompute(TranscriptionCompute):
 
     def _client(self):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        return PatientRayJobClient(
+        return PipesRayJobClient(
             address=self.dashboard_url,
             poll_interval=self.poll_interval_s,
-            submit_timeout_s=self.start_timeout_s,
+            message_reader=QuietRayJobMessageReader(),
         )
 
     def runtime_env(self, bundle: Path) -> dict:
@@ -180,12 +181,20 @@ class LocalRayCompute(TranscriptionCompute):
             return self._run(context, params, extras, submission_id, job_url)
 
     def _run(self, context, params: dict, extras: dict, submission_id: str, job_url: str):
-        try:
-            invocation = self._client().run(
-                context=context, submit_job_params=params, extras=extras
-            )
-        except RuntimeError as exc:
-            raise self._failure(submission_id, job_url) from exc
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            try:
+                invocation = self._client().run(
+                    context=context, submit_job_params=dict(params), extras=extras
+                )
+                break
+            except RuntimeError as exc:
+                # A fresh head answers before its job agent is up; nothing was submitted.
+                if "No available agent" in str(exc) and time.monotonic() < deadline:
+                    context.log.info("Ray job agent not ready yet; retrying submission")
+                    time.sleep(2)
+                    continue
+                raise self._failure(submission_id, job_url) from exc
         invocation.metadata["Ray job"] = dg.MetadataValue.url(job_url)
         return invocation
 
@@ -226,43 +235,35 @@ def listener_python(port: int) -> Path | None:
     return None
 
 
-class _QuietJobLogs:
-    """A ``JobSubmissionClient`` whose log tail leaves out Ray's known harmless lines."""
-
-    def __init__(self, client):
-        self._client = client
-
-    def __getattr__(self, name: str):
-        return getattr(self._client, name)
-
-    async def tail_job_logs(self, job_id: str):
-        async for chunk in self._client.tail_job_logs(job_id):
-            yield "\n".join(line for line in chunk.split("\n") if not job_logs.is_noise(line))
-
-
 class QuietRayJobMessageReader(PipesRayJobMessageReader):
-    """dagster-ray's reader; what it forwards to stdout leaves out :data:`job_logs.RAY_NOISE`."""
+    """dagster-ray's reader with its public log-tailing step written here: Pipes messages go to
+    Dagster, the job's other lines to stdout, leaving out :data:`job_logs.RAY_NOISE`."""
 
-    def on_launched(self, launched_payload) -> None:
-        super().on_launched(launched_payload)
-        self._client = _QuietJobLogs(self._client)
-
-
-class PatientRayJobClient(PipesRayJobClient):
-    """dagster-ray's client, retrying submission while a fresh head has no job agent yet."""
-
-    def __init__(self, *args, submit_timeout_s: float = 90.0, **kwargs):
-        kwargs.setdefault("message_reader", QuietRayJobMessageReader())
-        super().__init__(*args, **kwargs)
-        self._submit_timeout_s = submit_timeout_s
-
-    def _start(self, context, session, submit_job_params):
-        deadline = time.monotonic() + self._submit_timeout_s
-        while True:
-            try:
-                return super()._start(context, session, dict(submit_job_params))
-            except RuntimeError as exc:
-                if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                context.log.info("Ray job agent not ready yet; retrying submission")
-                time.sleep(2)
+    def handle_job_logs(self, handler: dg.PipesMessageHandler) -> None:
+        try:
+            while True:  # the client and job id arrive with the launch (on_launched)
+                if self.session_closed.is_set():
+                    return
+                try:
+                    client, job_id = self.client, self.job_id
+                    break
+                except RuntimeError:
+                    time.sleep(0.1)
+            self.thread_ready.set()
+            closed_at = None
+            for chunk in tail_logs(client.tail_job_logs(job_id)):
+                for line in (chunk or "").split("\n"):
+                    if not line or job_logs.is_noise(line):
+                        continue
+                    message = job_logs.pipes_message(line)
+                    if message is not None:
+                        handler.handle_message(message)
+                    else:
+                        print(line, flush=True)
+                if self.session_closed.is_set():  # the job's last lines: 30 s at most
+                    closed_at = closed_at or time.monotonic()
+                    if time.monotonic() - closed_at > 30:
+                        return
+        finally:
+            self.thread_ready.set()
+            self.completed.set()
