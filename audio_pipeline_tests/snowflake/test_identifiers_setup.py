@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
@@ -11,7 +13,7 @@ from audio_pipeline.resources.warehouse import SnowflakeStore
 from audio_pipeline.snowflake_setup import EGRESS_HOSTS, run_plan, setup_plan
 from audio_pipeline.transcription import identifiers, snowflake_sql
 
-from ..helpers import RecordingCursor
+from ..helpers import RecordingConnection, RecordingCursor
 
 HOSTILE = 'x"; DROP TABLE t; --'
 
@@ -87,8 +89,11 @@ def test_setup_plan_roles_objects_and_narrow_egress():
         "grant_integration_usage",
         "grant_compute_pool_usage",
         "grant_compute_pool_usage",
+        "grant_future_tables",  # MANAGE GRANTS: SYSADMIN lacks it by default
     ]
-    assert steps[0].role == "SYSADMIN" and steps[-1].name == "grant_schema_usage"
+    assert steps[0].role == "SYSADMIN" and steps[-2].name == "grant_schema_usage"
+    assert [s.name for s in steps[4:7]] == ["create_job_stage", "create_tables", "migrate_tables"]
+    assert steps[6].role == "SYSADMIN"  # the tables' owner: ALTER TABLE needs ownership
     assert "DIRECTORY = (ENABLE = TRUE)" in text and "ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')" in text
     assert "IF NOT EXISTS" in text and "0.0.0.0" not in text
     assert "INSTANCE_FAMILY = CPU_X64_M" in text and "INSTANCE_FAMILY = GPU_NV_S" in text
@@ -118,6 +123,7 @@ def test_run_plan_switches_roles_and_binds_params():
         'USE ROLE "SYSADMIN"',
         'USE ROLE "ACCOUNTADMIN"',
     ]
+    assert any(s.startswith("ALTER TABLE") for s in sqls)  # migrations: in setup only
     bound = [p for s, p in cursor.calls if "%(" in s]
     assert bound and all(isinstance(p, dict) for p in bound)
     assert all(p is None for s, p in cursor.calls if "%(" not in s)
@@ -150,3 +156,20 @@ def test_setup_data_objects_run_on_fakesnow(sf_connection):
             "TRANSCRIPTS",
         ]
     assert snowflake_sql.json_list(["a", 1]) == '["a", "1"]'
+
+
+def test_runtime_table_statements_need_no_ownership():
+    """A job, a sensor tick and an asset run call ``ensure_tables``: CREATE ... IF NOT EXISTS
+    only (CREATE TABLE on the schema, which setup grants); ALTER TABLE (ownership) is setup's."""
+    from audio_pipeline.transcription.sinks import SnowflakeSink
+
+    cursor = RecordingCursor()
+
+    @contextmanager
+    def connect():
+        yield RecordingConnection(cursor)
+
+    SnowflakeSink("DB", "SCH", connect=connect).ensure_tables()
+    sqls = [c[0] for c in cursor.calls]
+    assert len(sqls) == 3 and all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in sqls)
+    assert not any("ALTER" in s.upper() for s in sqls)
