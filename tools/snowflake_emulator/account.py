@@ -225,8 +225,8 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
                     return JSONResponse({"data": answer, "success": True})
                 columns, rows = answer
                 return JSONResponse(_result(columns, rows, conn))
-            if token is not None:
-                self._record_owner(stripped, token, _bindings(data.get("bindings")))
+            if token is not None:  # who creates an object owns it (names are never bound)
+                self._record_owner(stripped, token)
             rewritten = _unquote_put_target(sql)
             if rewritten != sql:
                 data["sqlText"] = rewritten
@@ -291,7 +291,7 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
     def _setup_ddl(self, match, sql, params, ctx):
         text = _inline(sql, params)
         grammar.check(text)
-        self._record_owner(text, ctx.token, [], role=ctx.role)
+        self._record_owner(text, ctx.token, role=ctx.role)
         self.ddl.append(text)
         return ["status"], [["Statement executed successfully."]]
 

@@ -65,7 +65,7 @@ class GrantsMixin:
             return ".".join(parts)
         return parts[-1]
 
-    def _record_owner(self, sql: str, token, params, role: str | None = None) -> None:
+    def _record_owner(self, sql: str, token, role: str | None = None) -> None:
         """The role that creates an object owns it (CREATE ... IF NOT EXISTS: the first one)."""
         m = _CREATE.match(sql)
         if not m or m.group("temp"):
