@@ -171,12 +171,11 @@ def runtime_check(cursor, compute) -> Check:
         "account offers, or ask your Snowflake account team for a 3.11 runtime"
     )
     try:
-        snowflake_sql.execute_statement(
+        rows = snowflake_sql.execute(
             cursor,
-            "CALL SYSTEM$GET_ML_JOB_RUNTIME(%(pool)s, %(selector)s)",
+            "call_get_ml_job_runtime",
             {"pool": compute.pool_name, "selector": json.dumps(selector)},
         )
-        rows = cursor.fetchall()
     except Exception as exc:
         return Check("runtime image", "FAIL", _short(exc), fix)
     image = str(rows[0][0]) if rows and rows[0][0] else ""

@@ -68,6 +68,7 @@ def test_a_too_large_job_is_refused_before_anything_is_submitted(acct_connection
     assert set(emulated_account.jobs) == before  # nothing submitted, no credits spent
 
 
+@pytest.mark.slow  # a subprocess: the entry script as the container runs it
 def test_the_job_ends_itself_at_its_deadline(tmp_path):
     """The job's timeout does not depend on the Dagster process that follows it."""
     bundle = build_payload_dir(tmp_path / "bundle")

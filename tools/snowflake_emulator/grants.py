@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from . import grammar
 from .wire import _denied, _not_found, _qualify, norm_ident, split_name
 
 SYSTEM_ROLES = {
@@ -137,6 +138,7 @@ class GrantsMixin:
     def _show_grants_to_role(self, match, sql, params, ctx):
         """``SHOW GRANTS TO ROLE r``: what ``r`` holds itself (inherited roles as ROLE rows)."""
         self._grants_init()
+        grammar.check(sql)
         role = norm_ident(sql[match.end() :].strip().rstrip(";"))
         known = set(SYSTEM_ROLES) | {r for *_, r in self.grants} | set(self.owners.values())
         if role not in known:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import grammar
 from .wire import (
     EVENT_RECORD_CHARS,
     LOG_CAP_BYTES,
@@ -321,6 +322,7 @@ class JobsMixin:
         import datetime as dt
 
         text = _inline(sql, params)
+        grammar.check(text)
         like = re.search(r"LIKE\s+('(?:[^']|'')*')", text, re.I)
         pattern = parse_literals(like.group(1))[0] if like else "%"
         scope = re.search(r"\bIN\s+(?:SCHEMA\s+)?(\S+)\s*;?\s*$", text, re.I)

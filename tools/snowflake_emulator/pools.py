@@ -143,6 +143,7 @@ class PoolsMixin:
         """The runtime image for a pool; with ``runtime_pythons`` set, only for a selector whose
         ``pythonVersion`` is one of them (the SDK sends the client's Python when runtime
         versions are enabled): else no image (NULL), as for a client Python with none."""
+        grammar.check(_inline(sql, params))
         args = params or parse_literals(sql[match.end() :])
         selector = str(args[1]) if len(args) > 1 else ""
         if self.runtime_pythons is not None and selector.startswith("{"):
