@@ -173,3 +173,43 @@ def test_runtime_table_statements_need_no_ownership():
     sqls = [c[0] for c in cursor.calls]
     assert len(sqls) == 3 and all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in sqls)
     assert not any("ALTER" in s.upper() for s in sqls)
+
+
+def test_a_job_role_without_ownership_runs_a_tick_and_an_asset_path(emulated_account, tmp_path):
+    """Setup as SYSADMIN/ACCOUNTADMIN with ``--job-role PIPELINE``; then, as PIPELINE (which owns
+    no table), what a sensor tick and an asset run do to the tables works, and sends no ALTER
+    TABLE, which the emulated account refuses to a non-owner as Snowflake does."""
+    import snowflake.connector.errors as sf_errors
+
+    from audio_pipeline.sensors import NewFilesSettings, ScanCursor, discover_new_files
+
+    from ..helpers import SAMPLE_TREE, _counter, fake_resource
+
+    connection = SnowflakeConnection(
+        resource=fake_resource(emulated_account.connection_kwargs()),
+        database=f"ROLES_{next(_counter)}",
+        schema_name="AUDIO_TRANSCRIPTION_SCH",
+        warehouse="ML_MODEL_WH",
+    )
+    compute = SnowflakeMLJobCompute(connection=connection)
+    with connection.connect(use_schema=False) as conn:
+        run_plan(conn.cursor(), setup_plan(connection, compute, job_role="PIPELINE"), print)
+    emulated_account.default_role = "PIPELINE"  # every new session runs as the job role
+    try:
+        start = len(emulated_account.all_statements)
+        stage, store = SnowflakeStage(connection=connection), SnowflakeStore(connection=connection)
+        flac = sorted(SAMPLE_TREE.glob("*/*/*.flac"))[0]
+        assert stage.put_file(flac, f"drop/{flac.name}")
+        stage.close()
+        store.ensure_tables()  # what the asset, the tick and the job run first
+        found = discover_new_files(stage, store, ScanCursor(), NewFilesSettings(min_age_s=0))
+        sent = emulated_account.all_statements[start:]
+        with pytest.raises(sf_errors.ProgrammingError, match="Insufficient privileges"):
+            with connection.connect() as conn:
+                snowflake_sql.execute(conn.cursor(), "migrate_tables", **store._sink().names())
+    finally:
+        emulated_account.default_role = "SYSADMIN"
+    assert [f.path for files in found.batches.values() for f in files] == [f"drop/{flac.name}"]
+    assert store.known_files([f"drop/{flac.name}"])
+    assert {role for role, _ in sent} == {"PIPELINE"}
+    assert not [sql for _, sql in sent if sql.upper().startswith("ALTER TABLE")]

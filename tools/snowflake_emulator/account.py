@@ -226,6 +226,9 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
                 columns, rows = answer
                 return JSONResponse(_result(columns, rows, conn))
             if token is not None:  # who creates an object owns it (names are never bound)
+                denied = self._ownership_denied(stripped, token)
+                if denied is not None:
+                    return JSONResponse(_error(denied))
                 self._record_owner(stripped, token)
             rewritten = _unquote_put_target(sql)
             if rewritten != sql:

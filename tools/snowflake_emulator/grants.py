@@ -38,6 +38,9 @@ _CREATE = re.compile(
 )
 
 
+_ALTER_TABLE = re.compile(r"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?([^\s;]+)", re.I)
+
+
 def _kind(word: str) -> str:
     word = " ".join(word.upper().split())
     if word.endswith("INTEGRATION"):
@@ -90,6 +93,23 @@ class GrantsMixin:
                 for privs, target, grantee in self.future_grants:
                     if target == schema:
                         self.grants.update((p, "TABLE", name, grantee) for p in privs)
+
+    def _ownership_denied(self, sql: str, token):
+        """ALTER TABLE needs the table's OWNERSHIP (held by the role or one it inherits)."""
+        m = _ALTER_TABLE.match(sql)
+        if not m:
+            return None
+        import fakesnow.server as fs
+
+        try:
+            name = self._fqn("TABLE", m.group(1), fs.to_conn(token))
+        except Exception:
+            return None
+        owner = self.owners.get(("TABLE", name))
+        role = self.roles.get(token, self.default_role)
+        if owner is None or owner in self._effective_roles(role):
+            return None
+        return _denied(f"table '{name}' (ALTER TABLE needs OWNERSHIP, held by {owner})")
 
     def _effective_roles(self, role: str) -> set[str]:
         self._grants_init()
