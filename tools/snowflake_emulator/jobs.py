@@ -77,6 +77,7 @@ class Job:
     created_on: float = field(default_factory=time.time)  # wall clock, as SHOW reports it
     updated_on: float | None = None  # wall clock of the last state change
     dropped: bool = False  # DROP SERVICE: gone from DESCRIBE/SHOW, kept here for the tests
+    cancelled: threading.Event = field(default_factory=threading.Event)  # ends PENDING at once
 
     @property
     def head(self) -> Instance:
@@ -239,7 +240,7 @@ class JobsMixin:
 
     def _run(self, job: Job) -> None:
         try:
-            time.sleep(self.pending_s)
+            job.cancelled.wait(self.pending_s)  # waiting for nodes; a cancel ends it
             with self._lock:
                 if job.cancel_requested:
                     job.status, job.ended_at = "CANCELLED", time.monotonic()
@@ -476,6 +477,7 @@ class JobsMixin:
             job.cancel_requested = True
             if job.status in ("PENDING", "RUNNING"):
                 job.status = "CANCELLING"
+        job.cancelled.set()
         self._kill(job)
         return ["status"], [[f"Job {job.name} cancelled."]]
 
