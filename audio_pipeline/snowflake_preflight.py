@@ -562,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=10.0, help="audio hours for the estimate")
     parser.add_argument("--no-job", action="store_true", help="skip the smoke ML Job")
     parser.add_argument("--model", default=None, help="model the smoke job reaches")
+    parser.add_argument("--engine", default="transformers", help="engine the model is for")
     parser.add_argument("--timeout", type=float, default=900.0, help="smoke job limit, seconds")
     args = parser.parse_args(argv)
     resources = snowflake_resources(dict(os.environ))
@@ -570,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         audio_hours=args.hours,
         smoke_job=not args.no_job,
         model=args.model,
+        engine=args.engine,
         job_timeout_s=args.timeout,
     )
     with resources["compute"].connection.process_config_and_initialize_cm() as connection:
