@@ -13,7 +13,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: help install demo test test-fast dev stop lint format sample-corpus clean bench-sensor bench \
-	bench-profile badcorpus snowflake-setup snowflake-rehearsal
+	bench-profile badcorpus snowflake-setup snowflake-check snowflake-rehearsal
 
 help:
 	@echo "make demo     ingest SUBSET (default: sample), transcribe it on a local Ray pool, summarize"
@@ -26,6 +26,8 @@ help:
 	@echo "make bench-sensor  the new-file sensor tick by tick on stages of 100,000 and 1,000,000 files"
 	@echo "make snowflake-setup  create/update the Snowflake objects (SYSADMIN + ACCOUNTADMIN);"
 	@echo "                      SETUP_ARGS='--dry-run' prints the SQL, '--job-role R' grants to R"
+	@echo "make snowflake-check  preflight: role, objects, privileges, image, pool, one small job, cost;"
+	@echo "                      CHECK_ARGS='--job-role R --hours 10 --no-job'"
 	@echo "make snowflake-rehearsal  the whole Snowflake path offline on an emulated account"
 
 install: $(VENV)/.installed
@@ -83,6 +85,9 @@ clean: stop
 
 snowflake-setup: install
 	AUDIO_PIPELINE_PROFILE=snowflake $(BIN)/python -m audio_pipeline.snowflake_setup $(SETUP_ARGS)
+
+snowflake-check: install
+	AUDIO_PIPELINE_PROFILE=snowflake $(BIN)/python -m audio_pipeline.snowflake_preflight $(CHECK_ARGS)
 
 snowflake-rehearsal: install
 	$(BIN)/python -m tools.rehearsal

@@ -339,24 +339,25 @@ def build_new_stage_files_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
 
 
 def build_stop_orphaned_jobs_sensor(minimum_interval_s: int = 30):
-    """The run-failure sensor that stops a failed run's compute jobs; it looks every
+    """The run-failure sensor that stops a failed run's compute jobs, whatever the backend (Ray
+    Jobs, Snowflake ML Jobs: ``TranscriptionCompute.stop_run_jobs``); it looks every
     ``minimum_interval_s`` seconds (30 at most: a GPU job left running costs money)."""
 
     @dg.run_failure_sensor(
-        name="stop_orphaned_ray_jobs",
+        name="stop_orphaned_jobs",
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=max(1, min(minimum_interval_s, 30)),
-        description="Stops the compute job of a run that failed, e.g. one that run monitoring "
-        "found dead after its process was killed.",
+        description="Stops the compute jobs (Ray or Snowflake ML Jobs) of a run that failed, e.g. "
+        "one that run monitoring found dead after its process was killed.",
     )
-    def stop_orphaned_ray_jobs(context: dg.RunFailureSensorContext, compute: TranscriptionCompute):
+    def stop_orphaned_jobs(context: dg.RunFailureSensorContext, compute: TranscriptionCompute):
         stopped = compute.stop_run_jobs(context.dagster_run.run_id)
         if stopped:
             context.log.info(
                 f"run {context.dagster_run.run_id} failed; stopped {', '.join(stopped)}"
             )
 
-    return stop_orphaned_ray_jobs
+    return stop_orphaned_jobs
 
 
 @dg.schedule(

@@ -1,8 +1,10 @@
 """``python -m audio_pipeline.snowflake_setup``: create or update the Snowflake objects.
 
 Each step runs under the role it needs: the data objects (database, schema, warehouse, stages,
-tables) under ``--role`` (default SYSADMIN); compute pools, the egress network rule, the external
-access integration and the grants under ``--admin-role`` (default ACCOUNTADMIN). Egress is limited
+tables), their schema migrations (``ALTER TABLE ... ADD COLUMN``: ownership) and the grants on
+them under ``--role`` (default SYSADMIN, their owner); compute pools, the egress network rule, the
+external access integration, their grants and the future-tables grant (MANAGE GRANTS) under
+``--admin-role`` (default ACCOUNTADMIN). Egress is limited
 to the hosts the jobs need (LibriSpeech mirrors, Hugging Face, PyPI), never 0.0.0.0.
 ``--dry-run`` prints the statements and their bound parameters without connecting.
 """
@@ -98,6 +100,9 @@ def setup_plan(
         ),
         _step(role, "create_job_stage", stage=fqn(compute.job_stage)),
         _step(role, "create_tables", **tables),
+        # ALTER TABLE needs ownership: migrations run here, as the tables' owner, never in a job,
+        # a sensor tick or an asset run
+        _step(role, "migrate_tables", **tables),
     ]
     for pool_sql in (cpu, gpu):
         stmt, params = pool_sql["create"]
@@ -120,6 +125,15 @@ def setup_plan(
                 warehouse=connection.warehouse,
                 audio_stage=fqn(stage_name),
                 job_stage=fqn(compute.job_stage),
+                role=job_role,
+            )
+        )
+        # a future grant needs MANAGE GRANTS, which SYSADMIN lacks by default
+        steps.append(
+            _step(
+                admin_role,
+                "grant_future_tables",
+                schema=(database, schema),
                 role=job_role,
             )
         )

@@ -57,7 +57,7 @@ def test_local_instance_fails_dead_runs_and_runs_one_transcription_at_a_time(tmp
     finally:
         instance.dispose()
     sensors = {s.name for s in build_definitions(resources={}).sensors}
-    assert {"fail_dead_runs", "stop_orphaned_ray_jobs"} <= sensors
+    assert {"fail_dead_runs", "stop_orphaned_jobs"} <= sensors
     spec = dg.Definitions(assets=ASSETS).get_assets_def("transcripts")
     assert spec.op.pool == TRANSCRIPTION_POOL
 

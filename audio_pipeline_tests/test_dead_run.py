@@ -1,7 +1,7 @@
 """A run whose process is killed: `dagster dev` (its daemon) marks it failed, its Ray job stops.
 
 Really started: `dagster dev` with the dagster.yaml that `make dev` writes, the session's Ray
-head, the new-file sensor launching the run; fail_dead_runs and stop_orphaned_ray_jobs tick
+head, the new-file sensor launching the run; fail_dead_runs and stop_orphaned_jobs tick
 every 5 s here.
 """
 

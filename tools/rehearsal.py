@@ -31,7 +31,7 @@ def main() -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import dagster as dg
 
-    from audio_pipeline import cli, snowflake_setup
+    from audio_pipeline import cli, snowflake_preflight, snowflake_setup
     from audio_pipeline.resources.compute import LocalRayCompute
     from audio_pipeline.resources.compute.ray_head import free_port
 
@@ -107,7 +107,12 @@ def main() -> int:
                 print(f"  {name:<20} not reported")
         jobs = list(account.jobs.values())
         print(f"ML Jobs run: {len(jobs)} ({', '.join(f'{j.id} {j.status}' for j in jobs)})")
-        return 0 if checks == 4 else 1
+        if checks != 4:
+            return 1
+        print("rehearsal: make snowflake-check (the preflight, on the same account)")
+        return snowflake_preflight.main(
+            ["--model", "bundled:tiny.en", "--engine", "ctranslate2", "--hours", "10"]
+        )
     finally:
         if account is not None:
             account.stop()

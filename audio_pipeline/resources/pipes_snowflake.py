@@ -147,6 +147,9 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             network blip, a throttled endpoint) before the job is cancelled.
         flush_timeout_s, network_timeout_s, max_backoff_s: sent to the job's writer (None: its
             defaults, 120 s, 60 s and 15 s).
+        remove_done: remove a job that ended DONE, once its messages are read: its service and
+            payload copy (``snowflake.ml.jobs.delete_job``) and its Pipes chunks. Failed jobs
+            are kept for their logs (``SnowflakeMLJobCompute.keep_failed_days``).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
         flush_timeout_s: float | None = None,
         network_timeout_s: float | None = None,
         max_backoff_s: float | None = None,
+        remove_done: bool = True,
     ):
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
@@ -176,6 +180,7 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
             )
             if value is not None
         }
+        self.remove_done = remove_done
 
     @staticmethod
     def submit_kwargs(
@@ -297,6 +302,9 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
                     f"Snowflake ML Job {job_id} ended {status} but its Pipes messages did not end "
                     f"with 'closed' ({reader.messages} message(s) read from {prefix})"
                 )
+            removable = self.remove_done and status == "DONE" and reader.closed
+        if removable:  # every message read and the reader stopped: nothing of it is needed
+            remove_job(context, session, job, reader.prefix)
         return dg.PipesClientCompletedInvocation(
             pipes_session,
             metadata={"snowflake_ml_job_id": job_id, "snowflake_ml_job_status": status},
@@ -395,6 +403,20 @@ def _error_lines(tail: str, limit: int = 3) -> str:
         elif _ERROR_LINE.search(line) and not line.startswith("Traceback"):
             found.append(f"{instance}: {line.strip()}")
     return "; ".join(found[-limit:])
+
+
+def remove_job(context, session, job, pipes_prefix: str | None = None) -> None:
+    """A finished job's service and payload copy (the SDK's ``delete_job``: ``REMOVE`` of its
+    stage folder, ``DROP SERVICE``) and its Pipes chunks; a failure here is only logged."""
+    from snowflake.ml import jobs
+
+    try:
+        jobs.delete_job(job, session=session)
+        if pipes_prefix:
+            session.sql(f"REMOVE {pipes_prefix.rstrip('/')}/").collect()
+        context.log.info(f"removed Snowflake ML Job {job.id}, its payload copy and Pipes chunks")
+    except Exception as exc:
+        context.log.warning(f"removing Snowflake ML Job {job.id} failed: {exc}")
 
 
 def _cancel(context, job) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
@@ -11,7 +13,7 @@ from audio_pipeline.resources.warehouse import SnowflakeStore
 from audio_pipeline.snowflake_setup import EGRESS_HOSTS, run_plan, setup_plan
 from audio_pipeline.transcription import identifiers, snowflake_sql
 
-from ..helpers import RecordingCursor
+from ..helpers import RecordingConnection, RecordingCursor
 
 HOSTILE = 'x"; DROP TABLE t; --'
 
@@ -87,8 +89,13 @@ def test_setup_plan_roles_objects_and_narrow_egress():
         "grant_integration_usage",
         "grant_compute_pool_usage",
         "grant_compute_pool_usage",
+        "grant_future_tables",  # MANAGE GRANTS: SYSADMIN lacks it by default
     ]
-    assert steps[0].role == "SYSADMIN" and steps[-1].name == "grant_schema_usage"
+    assert steps[0].role == "SYSADMIN" and steps[-2].name == "grant_schema_usage"
+    names = [s.name for s in steps]
+    migrate = steps[names.index("migrate_tables")]
+    assert names.index("migrate_tables") == names.index("create_tables") + 1
+    assert migrate.role == "SYSADMIN"  # the tables' owner: ALTER TABLE needs ownership
     assert "DIRECTORY = (ENABLE = TRUE)" in text and "ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')" in text
     assert "IF NOT EXISTS" in text and "0.0.0.0" not in text
     assert "INSTANCE_FAMILY = CPU_X64_M" in text and "INSTANCE_FAMILY = GPU_NV_S" in text
@@ -118,6 +125,7 @@ def test_run_plan_switches_roles_and_binds_params():
         'USE ROLE "SYSADMIN"',
         'USE ROLE "ACCOUNTADMIN"',
     ]
+    assert any(s.startswith("ALTER TABLE") for s in sqls)  # migrations: in setup only
     bound = [p for s, p in cursor.calls if "%(" in s]
     assert bound and all(isinstance(p, dict) for p in bound)
     assert all(p is None for s, p in cursor.calls if "%(" not in s)
@@ -150,3 +158,60 @@ def test_setup_data_objects_run_on_fakesnow(sf_connection):
             "TRANSCRIPTS",
         ]
     assert snowflake_sql.json_list(["a", 1]) == '["a", "1"]'
+
+
+def test_runtime_table_statements_need_no_ownership():
+    """A job, a sensor tick and an asset run call ``ensure_tables``: CREATE ... IF NOT EXISTS
+    only (CREATE TABLE on the schema, which setup grants); ALTER TABLE (ownership) is setup's."""
+    from audio_pipeline.transcription.sinks import SnowflakeSink
+
+    cursor = RecordingCursor()
+
+    @contextmanager
+    def connect():
+        yield RecordingConnection(cursor)
+
+    SnowflakeSink("DB", "SCH", connect=connect).ensure_tables()
+    sqls = [c[0] for c in cursor.calls]
+    assert len(sqls) == 3 and all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in sqls)
+    assert not any("ALTER" in s.upper() for s in sqls)
+
+
+def test_a_job_role_without_ownership_runs_a_tick_and_an_asset_path(emulated_account, tmp_path):
+    """Setup as SYSADMIN/ACCOUNTADMIN with ``--job-role PIPELINE``; then, as PIPELINE (which owns
+    no table), what a sensor tick and an asset run do to the tables works, and sends no ALTER
+    TABLE, which the emulated account refuses to a non-owner as Snowflake does."""
+    import snowflake.connector.errors as sf_errors
+
+    from audio_pipeline.sensors import NewFilesSettings, ScanCursor, discover_new_files
+
+    from ..helpers import SAMPLE_TREE, _counter, fake_resource
+
+    connection = SnowflakeConnection(
+        resource=fake_resource(emulated_account.connection_kwargs()),
+        database=f"ROLES_{next(_counter)}",
+        schema_name="AUDIO_TRANSCRIPTION_SCH",
+        warehouse="ML_MODEL_WH",
+    )
+    compute = SnowflakeMLJobCompute(connection=connection)
+    with connection.connect(use_schema=False) as conn:
+        run_plan(conn.cursor(), setup_plan(connection, compute, job_role="PIPELINE"), print)
+    emulated_account.default_role = "PIPELINE"  # every new session runs as the job role
+    try:
+        start = len(emulated_account.all_statements)
+        stage, store = SnowflakeStage(connection=connection), SnowflakeStore(connection=connection)
+        flac = sorted(SAMPLE_TREE.glob("*/*/*.flac"))[0]
+        assert stage.put_file(flac, f"drop/{flac.name}")
+        stage.close()
+        store.ensure_tables()  # what the asset, the tick and the job run first
+        found = discover_new_files(stage, store, ScanCursor(), NewFilesSettings(min_age_s=0))
+        sent = emulated_account.all_statements[start:]
+        with pytest.raises(sf_errors.ProgrammingError, match="Insufficient privileges"):
+            with connection.connect() as conn:
+                snowflake_sql.execute(conn.cursor(), "migrate_tables", **store._sink().names())
+    finally:
+        emulated_account.default_role = "SYSADMIN"
+    assert [f.path for files in found.batches.values() for f in files] == [f"drop/{flac.name}"]
+    assert store.known_files([f"drop/{flac.name}"])
+    assert {role for role, _ in sent} == {"PIPELINE"}
+    assert not [sql for _, sql in sent if sql.upper().startswith("ALTER TABLE")]

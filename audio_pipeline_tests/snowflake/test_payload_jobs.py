@@ -97,6 +97,10 @@ def test_ingest_job_on_the_emulated_account(acct_connection, emulated_account, t
     assert meta["references"].value == n
     assert job.pool == "AUDIO_PROCESSING_CP_DATA_DOWNLOAD" and job.target_instances == 1
     assert job.args[-1] == "audio_pipeline.transcription.ingest_job"
+    # a job that ended DONE is removed once its messages are read: service, payload copy, chunks
+    assert job.dropped
+    assert not [f for f in job.mount.rglob("*") if f.is_file()]
+    assert not [f for f in (job.mount.parent / "pipes").rglob("*") if f.is_file()]
     listed = [f.path for f in stage.list_files("dev-clean")]
     assert len(listed) == n and listed[0].startswith("dev-clean/1001/128104/")
     pending = store.pending_files(["librispeech-dev-clean"], "m")

@@ -251,7 +251,9 @@ def test_submit_kwargs_bind_to_installed_submit_directory():
     assert kwargs["stage_name"] == "MULTINODE_MULTIGPU_MYDB.AUDIO_TRANSCRIPTION_SCH.JOB_STAGE"
     assert kwargs["entrypoint"] == "run_payload.py"
     assert kwargs["args"] == ["audio_pipeline.transcription"]
-    assert kwargs["target_instances"] == 5 and kwargs["min_instances"] == 1
+    assert (
+        kwargs["target_instances"] == 5 and kwargs["min_instances"] == 5
+    )  # waits for all its nodes
     assert kwargs["external_access_integrations"] == ["AUDIO_PIPELINE_ACCESS_INTEGRATION"]
     assert kwargs["name"] == "TRANSCRIPTS_ABCD1234EF"
     assert kwargs["query_warehouse"] == "ML_MODEL_WH"

@@ -16,6 +16,7 @@ from audio_pipeline.resources.compute.ray_head import free_port
 from . import fakesnow_http, grammar
 from .directory import DirectoryMixin
 from .faults import FaultsMixin
+from .grants import GrantsMixin
 from .jobs import Instance, Job, JobsMixin, startup_noise  # noqa: F401
 from .pools import ComputePool, PoolsMixin  # noqa: F401
 from .stages import StagesMixin
@@ -36,7 +37,7 @@ from .wire import (
 )
 
 
-class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, FaultsMixin):
+class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, FaultsMixin, GrantsMixin):
     """One emulated account: an HTTP server (fakesnow + the answers above) and its jobs.
 
     Args:
@@ -49,6 +50,10 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
         logs_retained_s: after a job ends, how long ``SYSTEM$GET_SERVICE_LOGS`` still answers
             (None: always); afterwards the SDK reads ``!spcs_get_logs``.
         create_pool_roles: roles with CREATE COMPUTE POOL on the account (None: every role).
+        gpu_name: what ``nvidia-smi`` reports in a GPU pool's containers (None: no GPU).
+        runtime_pythons: client Pythons (``"3.10"``) with a runtime image (None: every one).
+        block_stage_reads: stages (names) whose files no reader can fetch (GET, presigned URLs),
+            as when a container's egress cannot reach the stage's storage.
     """
 
     def __init__(
@@ -61,6 +66,9 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
         logs_retained_s: float | None = None,
         create_pool_roles: set[str] | None = None,
         python: str = sys.executable,
+        gpu_name: str | None = "NVIDIA A10G",
+        runtime_pythons: set[str] | None = None,
+        block_stage_reads: set[str] | None = None,
     ):
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +79,11 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
         self.logs_retained_s = logs_retained_s
         self.create_pool_roles = create_pool_roles
         self.python = python
+        self.gpu_name = gpu_name
+        self.runtime_pythons = runtime_pythons
+        self.block_stage_reads: set[str] = set(block_stage_reads or ())
+        self.all_statements: list[tuple[str, str]] = []  # (role, sql) of every statement
+        self._grants_init()
         self.pools: dict[str, ComputePool] = {}
         self.jobs: dict[str, Job] = {}
         self.statements: list[tuple[str, str]] = []  # (role, sql) of what this module answered
@@ -117,6 +130,11 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
             (r"(?=.*\bget_presigned_url\s*\()", self._presigned),
             (r"(LIST|LS)\s+'?@[^/\s']+/\S", self._list_path),
             (r"select\s+system\$cancel_all_queries\s*\(", self._cancel_queries),
+            (r"SHOW\s+JOB\s+SERVICES\b", self._show_job_services),
+            (r"DROP\s+SERVICE\s+(IF\s+EXISTS\s+)?", self._drop_service),
+            (r"(REMOVE|RM)\s+'?@", self._remove),
+            (r"SELECT\s+CURRENT_ROLE\s*\(\s*\)\s*,\s*CURRENT_USER\s*\(\s*\)", self._current),
+            (r"SHOW\s+GRANTS\s+TO\s+ROLE\s+", self._show_grants_to_role),
         ]
         self._handlers = [(re.compile(p, re.I | re.S), h) for p, h in self._handlers]
 
@@ -173,6 +191,12 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
             data = json.loads(body)
             sql = data.get("sqlText", "")
             stripped = _strip_comments(sql)
+            try:
+                token = fs.to_token(request)
+            except fs.ServerError:
+                token = None
+            with self._lock:
+                self.all_statements.append((self.roles.get(token, self.default_role), stripped))
             with self._lock:
                 self.received.append(stripped)
             if (status := self.refused(stripped)) is not None:  # faults.py
@@ -201,6 +225,11 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
                     return JSONResponse({"data": answer, "success": True})
                 columns, rows = answer
                 return JSONResponse(_result(columns, rows, conn))
+            if token is not None:  # who creates an object owns it (names are never bound)
+                denied = self._ownership_denied(stripped, token)
+                if denied is not None:
+                    return JSONResponse(_error(denied))
+                self._record_owner(stripped, token)
             rewritten = _unquote_put_target(sql)
             if rewritten != sql:
                 data["sqlText"] = rewritten
@@ -221,6 +250,9 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
             target = (root / request.path_params["path"]).resolve()
             if not target.is_relative_to(root) or not target.is_file():
                 return Response(status_code=404)
+            stage = target.relative_to(root).parts[2]
+            if self._blocked(stage):
+                return Response(status_code=403)
             return FileResponse(target)
 
         async def login(request):
@@ -234,6 +266,13 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
                 )
             return await fakesnow_http.login(request)
 
+        async def package_index(request):
+            # the package index as the integration lets a container reach it: a project page
+            from starlette.responses import HTMLResponse
+
+            name = request.path_params["name"]
+            return HTMLResponse(f"<html><body><a href='{name}-1.0.tar.gz'>{name}</a></body></html>")
+
         # fakesnow's routes with the login answer it lacks; the query endpoint is ours (below)
         ours = {"/queries/v1/query-request", "/session/v1/login-request"}
         routes = [r for r in fakesnow_http.routes() if r.path not in ours]
@@ -242,6 +281,7 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
             Route("/queries/v1/query-request", query, methods=["POST"]),
             Route("/telemetry/send", telemetry, methods=["POST"]),
             Route("/presigned/{path:path}", presigned, methods=["GET", "HEAD"]),
+            Route("/pypi/simple/{name}/", package_index, methods=["GET"]),
         ]
         return Starlette(routes=routes)
 
@@ -254,12 +294,14 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
     def _setup_ddl(self, match, sql, params, ctx):
         text = _inline(sql, params)
         grammar.check(text)
+        self._record_owner(text, ctx.token, role=ctx.role)
         self.ddl.append(text)
         return ["status"], [["Statement executed successfully."]]
 
     def _grant(self, match, sql, params, ctx):
         text = _inline(sql, params)
         grammar.check(text)
+        self._record_grant(text, ctx)
         self.ddl.append(text)
         m = re.match(
             r"GRANT\s+(.+?)\s+ON\s+COMPUTE\s+POOL\s+(\S+)\s+TO\s+ROLE\s+(\S+)", text, re.I | re.S

@@ -21,6 +21,11 @@ Written from the SQL reference pages (docs.snowflake.com/en/sql-reference/sql/..
 * CREATE WAREHOUSE [ IF NOT EXISTS ] <name> [ [ WITH ] objectProperties ]
 * CREATE [ OR REPLACE ] STREAM [ IF NOT EXISTS ] <name> [ COPY GRANTS ] ON STAGE <stage_name>
   [ COMMENT = '<string_literal>' ]   (a stream on a directory table)
+* SHOW [ JOB ] SERVICES [ EXCLUDE JOBS ] [ LIKE '<pattern>' ] [ IN { ACCOUNT | DATABASE [ <name> ]
+  | SCHEMA [ <name> ] | <name> | COMPUTE POOL <name> } ] [ STARTS WITH '<string>' ]
+  [ LIMIT <rows> [ FROM '<string>' ] ]
+* SHOW GRANTS TO ROLE <role>
+* CALL SYSTEM$GET_ML_JOB_RUNTIME( '<compute_pool>', '<runtime selector>' ) (the ML Jobs SDK's call)
 
 ``check`` raises ``GrammarError`` for a statement of one of these kinds that does not match; it
 returns False for a statement of another kind (which sqlglot parses).
@@ -153,6 +158,24 @@ GRAMMAR: dict[str, tuple[re.Pattern, re.Pattern]] = {
             rf"(?:\s+COPY\s+GRANTS)?\s+ON\s+STAGE\s+{NAME}(?:\s+COMMENT\s*=\s*{STRING})?",
             re.I,
         ),
+    ),
+    "show services": (
+        re.compile(r"SHOW\s+(JOB\s+)?SERVICES\b", re.I),
+        re.compile(
+            rf"SHOW\s+(?:JOB\s+)?SERVICES(?:\s+EXCLUDE\s+JOBS)?(?:\s+LIKE\s+{STRING})?"
+            rf"(?:\s+IN\s+(?:ACCOUNT|DATABASE(?:\s+{NAME})?|SCHEMA(?:\s+{NAME})?|"
+            rf"COMPUTE\s+POOL\s+{NAME}|{NAME}))?(?:\s+STARTS\s+WITH\s+{STRING})?"
+            rf"(?:\s+LIMIT\s+{NUM}(?:\s+FROM\s+{STRING})?)?",
+            re.I,
+        ),
+    ),
+    "show grants to role": (
+        re.compile(r"SHOW\s+GRANTS\s+TO\s+ROLE\b", re.I),
+        re.compile(rf"SHOW\s+GRANTS\s+TO\s+ROLE\s+{IDENT}", re.I),
+    ),
+    "call get ml job runtime": (
+        re.compile(r"CALL\s+SYSTEM\$GET_ML_JOB_RUNTIME\b", re.I),
+        re.compile(rf"CALL\s+SYSTEM\$GET_ML_JOB_RUNTIME\s*\(\s*{STRING}\s*,\s*{STRING}\s*\)", re.I),
     ),
 }
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import grammar
 from .wire import (
     EVENT_RECORD_CHARS,
     LOG_CAP_BYTES,
@@ -22,6 +23,8 @@ from .wire import (
     STAGE_MOUNT,
     SnowflakeError,
     _bucket_dir,
+    _inline,
+    _like,
     _not_found,
     _qualify,
     _stage_parts,
@@ -71,6 +74,10 @@ class Job:
     ended_at: float | None = None
     returncode: int | None = None
     failure: tuple[int, str] | None = None  # (instance, message) injected by a test
+    created_on: float = field(default_factory=time.time)  # wall clock, as SHOW reports it
+    updated_on: float | None = None  # wall clock of the last state change
+    dropped: bool = False  # DROP SERVICE: gone from DESCRIBE/SHOW, kept here for the tests
+    cancelled: threading.Event = field(default_factory=threading.Event)  # ends PENDING at once
 
     @property
     def head(self) -> Instance:
@@ -212,18 +219,35 @@ class JobsMixin:
             env["RAY_ADDRESS"] = self.ray_address
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         (job.workdir / "home").mkdir(exist_ok=True)
+        pool = self.pools.get(job.pool)
+        if self.gpu_name and pool is not None and pool.instance_family.upper().startswith("GPU"):
+            # a GPU node's driver, as far as `nvidia-smi` tells it (torch here is a CPU build)
+            bin_dir = job.workdir / "bin"
+            bin_dir.mkdir(exist_ok=True)
+            smi = bin_dir / "nvidia-smi"
+            smi.write_text(
+                "#!/bin/sh\n"
+                f'case "$1" in --query-gpu=*) echo "{self.gpu_name}"; exit 0;; esac\n'
+                f'echo "| NVIDIA-SMI 550.54.15  Driver Version: 550.54.15  CUDA Version: 12.4 |"\n'
+            )
+            smi.chmod(0o755)
+            env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        # the package index as the external access integration lets the container reach it
+        env["PIP_INDEX_URL"] = f"http://127.0.0.1:{self.port}/pypi/simple"
         for key, value in job.env.items():
             env[key] = str(value).replace(STAGE_MOUNT, str(job.mount))
         return env | self.extra_env
 
     def _run(self, job: Job) -> None:
         try:
-            time.sleep(self.pending_s)
+            job.cancelled.wait(self.pending_s)  # waiting for nodes; a cancel ends it
             with self._lock:
                 if job.cancel_requested:
                     job.status, job.ended_at = "CANCELLED", time.monotonic()
+                    job.updated_on = time.time()
                     return
                 job.status = "RUNNING"
+                job.updated_on = time.time()
             for inst in job.instances:
                 inst.started_at = time.time()
                 noise = (
@@ -272,11 +296,13 @@ class JobsMixin:
                     job.status = "CANCELLED"
                 else:
                     job.status = "DONE" if rc == 0 else "FAILED"
+                job.updated_on = time.time()
         except Exception as exc:  # the emulator itself failed: say so in the job
             log.exception("emulated job %s", job.id)
             with open(job.head.log_path, "a") as f:
                 f.write(f"emulator error: {exc!r}\n")
             job.status, job.ended_at = "INTERNAL_ERROR", time.monotonic()
+            job.updated_on = time.time()
 
     def fail_on_instance(self, job_id: str, index: int, message: str) -> None:
         """Make ``job_id`` end FAILED with ``message`` in instance ``index``'s log (a worker
@@ -288,9 +314,55 @@ class JobsMixin:
     def _job(self, ref: str, ctx) -> Job:
         db, schema, name = _qualify(split_name(ref), ctx.conn)
         job = self.jobs.get(f"{db}.{schema}.{name}")
-        if job is None:
+        if job is None or job.dropped:
             raise _not_found("Service", f"{db}.{schema}.{name}")
         return job
+
+    def _show_job_services(self, match, sql, params, ctx):
+        """``SHOW JOB SERVICES [LIKE 'p'] [IN SCHEMA s]``: this account's jobs, newest last."""
+        import datetime as dt
+
+        text = _inline(sql, params)
+        grammar.check(text)
+        like = re.search(r"LIKE\s+('(?:[^']|'')*')", text, re.I)
+        pattern = parse_literals(like.group(1))[0] if like else "%"
+        scope = re.search(r"\bIN\s+(?:SCHEMA\s+)?(\S+)\s*;?\s*$", text, re.I)
+        db = schema = None
+        if scope:
+            parts = split_name(scope.group(1).rstrip(";"))
+            db, schema = (parts + [None])[:2] if len(parts) == 2 else (None, parts[0])
+
+        def stamp(t):
+            return dt.datetime.fromtimestamp(t, dt.UTC).isoformat() if t else None
+
+        columns = ["name", "status", "database_name", "schema_name", "owner", "compute_pool",
+                   "target_instances", "created_on", "updated_on"]  # fmt: skip
+        rows = []
+        with self._lock:
+            jobs = [j for j in self.jobs.values() if not j.dropped]
+        for job in jobs:
+            if not _like(job.name, pattern):
+                continue
+            if (db and job.database != db) or (schema and job.schema != schema):
+                continue
+            rows.append([job.name, job.status, job.database, job.schema, "SYSADMIN", job.pool,
+                         job.target_instances, stamp(job.created_on),
+                         stamp(job.updated_on or job.created_on)])  # fmt: skip
+        return columns, rows
+
+    def _drop_service(self, match, sql, params, ctx):
+        """``DROP SERVICE [IF EXISTS] IDENTIFIER(?)`` (the SDK's ``delete_job``) or a name."""
+        ref = params[0] if params else sql[match.end() :].strip().rstrip(";")
+        try:
+            job = self._job(str(ref), ctx)
+        except SnowflakeError:
+            if match.group(1):
+                return ["status"], [["Statement executed successfully."]]
+            raise
+        self._kill(job)
+        with self._lock:
+            job.dropped = True
+        return ["status"], [[f"{job.name} successfully dropped."]]
 
     def _describe_service(self, match, sql, params, ctx):
         ref = params[0] if params else sql[match.end() :].strip()
@@ -405,6 +477,7 @@ class JobsMixin:
             job.cancel_requested = True
             if job.status in ("PENDING", "RUNNING"):
                 job.status = "CANCELLING"
+        job.cancelled.set()
         self._kill(job)
         return ["status"], [[f"Job {job.name} cancelled."]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -139,4 +140,14 @@ class PoolsMixin:
         )
 
     def _runtime(self, match, sql, params, ctx):
+        """The runtime image for a pool; with ``runtime_pythons`` set, only for a selector whose
+        ``pythonVersion`` is one of them (the SDK sends the client's Python when runtime
+        versions are enabled): else no image (NULL), as for a client Python with none."""
+        grammar.check(_inline(sql, params))
+        args = params or parse_literals(sql[match.end() :])
+        selector = str(args[1]) if len(args) > 1 else ""
+        if self.runtime_pythons is not None and selector.startswith("{"):
+            python = json.loads(selector).get("pythonVersion")
+            if python not in self.runtime_pythons:
+                return ["SYSTEM$GET_ML_JOB_RUNTIME"], [[None]]
         return ["SYSTEM$GET_ML_JOB_RUNTIME"], [[RUNTIME_IMAGE]]

@@ -66,6 +66,28 @@ class StagesMixin:
                 rows.append([f"{stage.lower()}/{rel}", st.st_size, "", modified])
         return ["name", "size", "md5", "last_modified"], rows
 
+    def _remove(self, match, sql, params, ctx):
+        """``REMOVE @stage/path/``: the files under a path (fakesnow has no REMOVE)."""
+        m = re.match(r"(?:REMOVE|RM)\s+'?(@[^'\s;]+)'?", sql, re.I)
+        db, schema, stage, *rest = _stage_parts(m.group(1), ctx.conn)
+        if not self._stage_known(ctx, db, schema, stage):
+            raise _not_found("Stage", f"{db}.{schema}.{stage}")
+        root = _bucket_dir(db, schema, stage)
+        prefix = "/".join(rest)
+        rows = []
+        for p in sorted(root.rglob("*"), reverse=True):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and rel.startswith(prefix):
+                p.unlink()
+                rows.append([f"{stage.lower()}/{rel}", "removed"])
+            elif p.is_dir() and rel.startswith(prefix) and not any(p.iterdir()):
+                p.rmdir()
+        return ["name", "result"], rows
+
+    def _blocked(self, stage: str) -> bool:
+        """Reads of this stage fail from everywhere (``block_stage_reads``: a blocked route)."""
+        return stage.upper() in {s.upper() for s in self.block_stage_reads}
+
     def _get(self, match, sql, params, ctx):
         m = re.match(r"GET\s+('([^']+)'|(\S+))\s+('([^']+)'|(\S+))", sql, re.I)
         if not m:
@@ -76,6 +98,9 @@ class StagesMixin:
         root = _bucket_dir(db, schema, stage)
         if not self._stage_known(ctx, db, schema, stage):
             raise _not_found("Stage", f"{db}.{schema}.{stage}")
+        if self._blocked(stage):
+            raise SnowflakeError(253003, f"GET from @{stage}: connection to the stage's storage "
+                                 "timed out")  # fmt: skip
         prefix = "/".join(rest)
         base = root / prefix
         if base.is_file():

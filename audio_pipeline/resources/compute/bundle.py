@@ -9,11 +9,28 @@ from ... import transcription
 from ...transcription.sql import SQL_ROOT
 
 PAYLOAD_ENTRY = "run_payload.py"
-_ENTRY_SCRIPT = '''"""ML Job entry point: run the module named in argv[1] from this directory."""
+DEADLINE_ENV = "AUDIO_PIPELINE_JOB_DEADLINE"  # epoch seconds; the job ends itself then
+_ENTRY_SCRIPT = '''"""ML Job entry point: run the module named in argv[1] from this directory.
+
+With AUDIO_PIPELINE_JOB_DEADLINE (epoch seconds) set, the job ends itself at that time: its
+timeout holds even when the process that submitted and follows it has died.
+"""
 import os
 import runpy
 import sys
+import threading
+import time
 
+
+def _expire(deadline):
+    time.sleep(max(0.0, deadline - time.time()))
+    print(f"job deadline passed ({DEADLINE_ENV}={deadline:.0f}): ending the job", flush=True)
+    os._exit(124)
+
+
+DEADLINE_ENV = "AUDIO_PIPELINE_JOB_DEADLINE"
+if os.environ.get(DEADLINE_ENV):
+    threading.Thread(target=_expire, args=(float(os.environ[DEADLINE_ENV]),), daemon=True).start()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 module = sys.argv[1]
 sys.argv = [module, *sys.argv[2:]]

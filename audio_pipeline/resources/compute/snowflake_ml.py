@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from pathlib import Path
 
 from pydantic import Field
@@ -9,7 +11,11 @@ from pydantic import Field
 from ...transcription import identifiers, snowflake_sql
 from ..snowflake_connection import SnowflakeConnection
 from .base import INGEST_PAYLOAD_MODULE, PAYLOAD_MODULE, ComputePoolError, TranscriptionCompute
-from .bundle import PAYLOAD_ENTRY, build_payload_dir
+from .bundle import DEADLINE_ENV, PAYLOAD_ENTRY, build_payload_dir
+
+# Job service names: <prefix><the Dagster run id's first 12 hex digits>_<suffix Snowflake adds>
+JOB_PREFIXES = {"transcripts": "TRANSCRIPTS_", "ingest": "INGEST_", "preflight": "PREFLIGHT_"}
+TERMINAL_STATES = frozenset({"DONE", "FAILED", "INTERNAL_ERROR", "CANCELLED", "DELETED"})
 
 # Relative to the job's payload directory, where the SDK writes requirements.txt and pip runs.
 PAYLOAD_CONSTRAINTS = "audio_pipeline/transcription/constraints.txt"
@@ -45,7 +51,13 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
     auto_resume: bool = True
     initially_suspended: bool = True
     target_instances: int = Field(default=5, ge=1, description="nodes per transcription job")
-    min_instances: int = Field(default=1, ge=1, description="nodes a job waits for to start")
+    min_instances: int | None = Field(
+        default=None,
+        ge=1,
+        description="nodes a job waits for before it starts (default: target_instances). Fewer "
+        "start sooner, but nodes that join later are billed while the job may already be "
+        "ending, and the payload plans its actors on the nodes present at its start",
+    )
     job_stage: str = "JOB_STAGE"
     models_path: str = Field(
         default="models",
@@ -61,6 +73,18 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
     runtime_environment: str | None = None
     poll_interval_s: float = 10.0
     timeout_s: float | None = Field(default=3 * 3600.0, description="cancel the job after this")
+    deadline_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="the job also ends itself this long after timeout_s, with or without the "
+        "Dagster process that follows it",
+    )
+    keep_failed_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="a failed job's service, payload copy and Pipes chunks are kept this long "
+        "(for its logs); a successful job's are removed when it ends",
+    )
     ingest_pool_name: str = "AUDIO_PROCESSING_CP_DATA_DOWNLOAD"
     ingest_instance_family: str = "CPU_X64_M"
 
@@ -171,7 +195,7 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
                 (database, schema, identifiers.validate(self.job_stage, "stage name"))
             ),
             "target_instances": 1 if ingest else self.target_instances,
-            "min_instances": 1 if ingest else min(self.min_instances, self.target_instances),
+            "min_instances": 1 if ingest else self.effective_min_instances,
             "pip_requirements": list(self.pip_requirements),
             "external_access_integrations": [
                 identifiers.validate(e, "integration name")
@@ -179,14 +203,42 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             ],
             "env_vars": self.job_env(),
             "query_warehouse": identifiers.validate(self.connection.warehouse, "warehouse name"),
-            "name": ("INGEST_" if ingest else "TRANSCRIPTS_")
-            + run_id.replace("-", "")[:12].upper(),
+            "name": job_name(run_id, "ingest" if ingest else "transcripts"),
             "database": database,
             "schema": schema,
         }
         if self.runtime_environment:
             kwargs["runtime_environment"] = self.runtime_environment
         return kwargs
+
+    @property
+    def effective_min_instances(self) -> int:
+        return min(self.min_instances or self.target_instances, self.target_instances)
+
+    def check_pool_fits(self, cursor, ingest: bool = False) -> dict:
+        """DESCRIBE the job's pool; refuse, before anything is submitted, a job that asks for
+        more nodes than the pool's MAX_NODES (it would wait for nodes that never come)."""
+        pool = self.ingest_pool_name if ingest else self.pool_name
+        target = 1 if ingest else self.target_instances
+        (describe,) = snowflake_sql.statements(
+            "describe_compute_pool", pool=identifiers.validate(pool, "compute pool name")
+        )
+        info = _describe_or_none(cursor, describe)
+        if info is None:
+            raise ComputePoolError(
+                f"compute pool {pool} does not exist or this role lacks USAGE/MONITOR on it: "
+                "run `make snowflake-setup` (and `make snowflake-check`)"
+            )
+        max_nodes = _int(info.get("max_nodes"))
+        if max_nodes is not None and target > max_nodes:
+            raise ComputePoolError(
+                f"the job asks for target_instances={target} nodes but compute pool {pool} has "
+                f"MAX_NODES={max_nodes}: lower the compute resource's target_instances to "
+                f"{max_nodes}, or raise the pool's max_nodes (max_nodes: {target} in the compute "
+                "resource, then materialize transcription_compute_pool or re-run "
+                "`make snowflake-setup`)"
+            )
+        return info
 
     def _client(self):
         from ..pipes_snowflake import PipesSnowflakeMLJobClient
@@ -200,16 +252,89 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
     def _run(self, context, extras: dict, module: str, ingest: bool):
         import tempfile
 
+        kwargs = self.submit_args(module, context.run.run_id, ingest=ingest)
+        if self.timeout_s is not None:
+            # the job ends itself after this (wall clock), even if this process dies
+            deadline = time.time() + self.timeout_s + self.deadline_grace_s
+            kwargs["env_vars"] = kwargs["env_vars"] | {DEADLINE_ENV: f"{deadline:.0f}"}
         with tempfile.TemporaryDirectory(prefix="audio-payload-") as tmp:
             bundle = build_payload_dir(Path(tmp) / "payload")
             with self.connection.snowpark_session() as session:
-                return self._client().run(
-                    context=context,
-                    dir_path=str(bundle),
-                    session=session,
-                    extras=extras,
-                    **self.submit_args(module, context.run.run_id, ingest=ingest),
-                )
+                self.check_pool_fits(session.connection.cursor(), ingest=ingest)
+                try:
+                    return self._client().run(
+                        context=context,
+                        dir_path=str(bundle),
+                        session=session,
+                        extras=extras,
+                        **kwargs,
+                    )
+                finally:
+                    try:
+                        self.remove_expired_jobs(session)
+                    except Exception as exc:  # clean-up never fails a run
+                        context.log.warning(f"removing expired ML Jobs failed: {exc}")
+
+    # ------------------------------------------------------------ jobs of a run, clean-up
+    def job_services(self, cursor, prefix: str) -> list[dict]:
+        """``SHOW JOB SERVICES`` of this schema whose name starts with ``prefix``."""
+        rows = snowflake_sql.execute(
+            cursor,
+            "show_job_services",
+            {"pattern": prefix + "%"},  # "_" matches itself too; names are filtered below
+            schema=self.connection.schema_fqn,
+        )
+        names = [str(d[0]).lower() for d in cursor.description or []]
+        found = [dict(zip(names, row, strict=False)) for row in rows]
+        return [r for r in found if str(r.get("name", "")).upper().startswith(prefix.upper())]
+
+    def stop_run_jobs(self, run_id: str) -> list[str]:
+        """Cancel the ML Jobs a dead Dagster run left running (the orphaned-job sensor)."""
+        from snowflake.ml import jobs
+
+        database, schema = self.connection.schema_fqn
+        stopped = []
+        with self.connection.snowpark_session() as session:
+            cursor = session.connection.cursor()
+            for kind in ("transcripts", "ingest"):
+                for row in self.job_services(cursor, job_name(run_id, kind)):
+                    if str(row.get("status", "")).upper() in TERMINAL_STATES:
+                        continue
+                    job_id = f"{database}.{schema}.{row['name']}"
+                    jobs.get_job(job_id, session=session).cancel()
+                    stopped.append(job_id)
+        return stopped
+
+    def remove_expired_jobs(self, session, now: dt.datetime | None = None) -> list[str]:
+        """Failed jobs older than ``keep_failed_days``: their services and payload copies
+        (``snowflake.ml.jobs.delete_job``), and Pipes chunk folders as old."""
+        from snowflake.ml import jobs
+
+        now = now or dt.datetime.now(dt.UTC)
+        horizon = now - dt.timedelta(days=self.keep_failed_days)
+        database, schema = self.connection.schema_fqn
+        cursor = session.connection.cursor()
+        removed = []
+        for prefix in JOB_PREFIXES.values():
+            for row in self.job_services(cursor, prefix):
+                ended = _timestamp(row.get("updated_on") or row.get("created_on"))
+                status = str(row.get("status", "")).upper()
+                if status in TERMINAL_STATES and ended is not None and ended < horizon:
+                    job_id = f"{database}.{schema}.{row['name']}"
+                    jobs.delete_job(job_id, session=session)
+                    removed.append(job_id)
+        stage = "@" + identifiers.qualified(*self.connection.object_name(self.job_stage))
+        newest: dict[str, dt.datetime] = {}
+        for row in session.sql(f"LIST {stage}/pipes/").collect():
+            name, modified = str(row[0]), _timestamp(row[3])
+            folder = name.split("/pipes/", 1)[-1].split("/", 1)[0]
+            if modified is not None and folder:
+                newest[folder] = max(modified, newest.get(folder, modified))
+        for folder, modified in sorted(newest.items()):
+            if modified < horizon and all(c.isalnum() or c in "_-" for c in folder):
+                session.sql(f"REMOVE {stage}/pipes/{folder}/").collect()
+                removed.append(f"{stage}/pipes/{folder}/")
+        return removed
 
     def models_stage(self) -> str:
         """The models stage location the payload copies Hub models to (model_stage.py)."""
@@ -227,6 +352,28 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
     def run_ingest(self, context, extras):
         """Download a LibriSpeech subset and PUT it to the stage as an ML Job on the CPU pool."""
         return self._run(context, extras, INGEST_PAYLOAD_MODULE, ingest=True)
+
+
+def job_name(run_id: str, kind: str) -> str:
+    """The job service name for a Dagster run (Snowflake appends ``_<suffix>``)."""
+    return JOB_PREFIXES[kind] + run_id.replace("-", "")[:12].upper()
+
+
+def _timestamp(value) -> dt.datetime | None:
+    """A SHOW/LIST time (a datetime, ISO text or ``Thu, 03 Dec 2026 10:00:00 GMT``), aware."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value or "").strip()
+    for parse in (
+        dt.datetime.fromisoformat,
+        lambda s: dt.datetime.strptime(s, "%a, %d %b %Y %H:%M:%S %Z"),
+    ):
+        try:
+            stamp = parse(text)
+        except ValueError:
+            continue
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+    return None
 
 
 def _describe(cursor, statement: str) -> dict:
