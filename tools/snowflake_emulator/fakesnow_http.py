@@ -13,11 +13,13 @@ fields, and ``select system$cancel_all_queries(...)`` answered (fakesnow has no 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import itertools
 import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -101,6 +103,10 @@ def routes() -> list:
 def server() -> Iterator[dict]:
     """What ``fakesnow.server()`` does, on the routes above; yields connection kwargs."""
     import uvicorn
+    from fakesnow.transforms import stage
+
+    # fakesnow keeps stage files in one temporary folder per process and never removes it.
+    atexit.register(shutil.rmtree, stage.LOCAL_BUCKET_PATH, True)
     from starlette.applications import Starlette
 
     with contextlib.closing(socket.socket()) as sock:
