@@ -200,6 +200,42 @@ def account_connection(account, **kw) -> SnowflakeConnection:
     return connection
 
 
+# ------------------------------------------------------------------ runs and ticks
+def materialize(
+    selection: str, resources: dict, instance, partition_key=None, config=None, tags=None,
+    assets=None,
+):  # fmt: skip
+    """``dg.materialize`` of one asset (default: the project's assets) with its op config."""
+    run_config = {"ops": {selection: {"config": config}}} if config else None
+    return dg.materialize(
+        assets or ASSETS,
+        selection=[selection],
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def metadata(result, node: str) -> dict:
+    """The plain values of ``node``'s last materialization in ``result``."""
+    return {
+        k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()
+    }
+
+
+def tick(res: dict, instance, cursor=None, sensor=None, add_partitions: bool = True):
+    """One tick of the new-file sensor, as the daemon runs it (its partitions added after)."""
+    sensor = sensor or build_new_stage_files_sensor()
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=res))
+    if add_partitions and result.run_requests:
+        keys = [r.partition_key for r in result.run_requests]
+        instance.add_dynamic_partitions(transcript_batches.name, keys)
+    return result
+
+
 # ------------------------------------------------------------------ dagster dev, really started
 def wait_for(what: str, fn, timeout_s: float, log: Path | None = None):
     """``fn()``'s first truthy value within ``timeout_s``; else fail with the log's tail."""

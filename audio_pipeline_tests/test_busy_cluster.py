@@ -18,22 +18,9 @@ from audio_pipeline.definitions import ASSETS, build_definitions
 from audio_pipeline.run_health import _WITH_LAUNCHER, write_instance_yaml
 from audio_pipeline.transcription.pipeline import actor_cpus
 
-from .helpers import make_resources, sensor_batches, stage_sample
+from .helpers import make_resources, materialize, sensor_batches, stage_sample
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def materialize(res, instance, key, config):
-    result = dg.materialize(
-        ASSETS,
-        selection=["transcripts"],
-        partition_key=key,
-        resources=res,
-        instance=instance,
-        raise_on_error=False,
-        run_config={"ops": {"transcripts": {"config": config}}},
-    )
-    return result
 
 
 def test_actors_never_take_every_cpu_of_a_small_cluster():
@@ -112,7 +99,7 @@ def test_a_job_without_progress_fails_with_a_diagnosis_and_is_stopped(home, inst
     stage_sample(home)
     (key,) = sensor_batches(res, instance, cap=5000)
     # No row can come back within 1 s (the actors are still loading the model): a stall.
-    result = materialize(res, instance, key, {"stall_timeout_s": 1})
+    result = materialize("transcripts", res, instance, key, {"stall_timeout_s": 1})
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
     message = failure.to_string()

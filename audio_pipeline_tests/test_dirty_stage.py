@@ -15,25 +15,16 @@ import numpy as np
 import pytest
 
 from audio_pipeline.definitions import ASSETS
-from audio_pipeline.partitions import transcript_batches
-from audio_pipeline.sensors import NewFilesSettings, ScanCursor, build_new_stage_files_sensor
+from audio_pipeline.sensors import NewFilesSettings, ScanCursor
 from audio_pipeline.transcription import librispeech
 from audio_pipeline.transcription.pipeline import decode_batch
 from audio_pipeline.transcription.sinks import DuckDBSink
 from audio_pipeline.transcription.sources import LocalFolderSource
 
-from .helpers import SAMPLE_TREE, make_resources
+from .helpers import SAMPLE_TREE, make_resources, tick
 
 FLACS = sorted(SAMPLE_TREE.glob("*/*/*.flac"))
 NON_UTF8 = b"drop/\xff\xfe-name.flac"
-
-
-def tick(res, instance, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=res)
-    result = build_new_stage_files_sensor()(ctx)
-    keys = [r.partition_key for r in result.run_requests]
-    instance.add_dynamic_partitions(transcript_batches.name, keys)
-    return result
 
 
 def decode(root, paths):

@@ -5,28 +5,9 @@ import pytest
 
 from audio_pipeline.definitions import ASSETS
 
-from .helpers import make_resources
+from .helpers import make_resources, materialize, metadata
 
 pytestmark = pytest.mark.slow
-
-
-def materialize(selection, resources, instance, partition_key=None, config=None):
-    run_config = {"ops": {selection: {"config": config}}} if config else None
-    return dg.materialize(
-        ASSETS,
-        selection=[selection],
-        partition_key=partition_key,
-        resources=resources,
-        instance=instance,
-        run_config=run_config,
-        raise_on_error=False,
-    )
-
-
-def metadata(result, node):
-    return {
-        k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()
-    }
 
 
 def test_sample_corpus_end_to_end_with_a_corrupt_file(home, instance, ray_compute):

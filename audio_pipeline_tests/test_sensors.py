@@ -17,7 +17,7 @@ from audio_pipeline.sensors import (
     transcribe_new_files_schedule,
 )
 
-from .helpers import SAMPLE_TREE, make_resources
+from .helpers import SAMPLE_TREE, make_resources, tick
 
 ODD_NAMES = [
     "with space.flac",
@@ -26,11 +26,6 @@ ODD_NAMES = [
     "ünïcødé-日本.flac",
     "-leading-dash.flac",
 ]
-
-
-def tick(sensor, res, instance, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=res)
-    return sensor(ctx)
 
 
 def drop(stage_root, rel, data=b"RIFF....WAVEfmt "):
@@ -53,7 +48,7 @@ def test_new_files_make_one_partition_and_one_run_then_nothing(res, home, instan
     for name in ODD_NAMES:
         drop(stage, f"uploads/{name}")
     drop(stage, "uploads/notes.txt")  # not audio: ignored
-    result = tick(sensor, res, instance)
+    result = tick(res, instance, sensor=sensor, add_partitions=False)
     assert len(result.run_requests) == 1
     key = result.run_requests[0].partition_key
     assert result.run_requests[0].run_key == key and key.startswith("drop-")
@@ -64,13 +59,13 @@ def test_new_files_make_one_partition_and_one_run_then_nothing(res, home, instan
     assert json.loads(result.cursor)["watermark"]
 
     instance.add_dynamic_partitions(transcript_batches.name, [key])
-    again = tick(sensor, res, instance, cursor=result.cursor)
+    again = tick(res, instance, cursor=result.cursor, sensor=sensor, add_partitions=False)
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
     assert res["store"].query("SELECT count(*) FROM audio_files") == [(len(ODD_NAMES),)]
 
     # One more file later: a second batch with just that file.
     drop(stage, "uploads/later.flac")
-    third = tick(sensor, res, instance, cursor=again.cursor)
+    third = tick(res, instance, cursor=again.cursor, sensor=sensor, add_partitions=False)
     assert len(third.run_requests) == 1 and third.run_requests[0].partition_key != key
     assert res["store"].query(
         "SELECT file_path FROM audio_files WHERE batch_key = $k",
@@ -86,7 +81,7 @@ def test_files_registered_by_librispeech_ingest_are_not_registered_again(res, ho
         resources=res,
         instance=instance,
     ).success
-    result = tick(build_new_stage_files_sensor(), res, instance)
+    result = tick(res, instance, add_partitions=False)
     assert result.run_requests == []
     assert res["store"].query("SELECT DISTINCT batch_key FROM audio_files") == [
         ("librispeech-sample",)
@@ -99,7 +94,7 @@ def test_twelve_thousand_files_with_cap_5000_make_three_batches(res, home, insta
     for i in range(12_000):
         (stage / f"f{i:05d}.wav").write_bytes(b"x")
     res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_batch=5000)
-    result = tick(build_new_stage_files_sensor(), res, instance)
+    result = tick(res, instance, add_partitions=False)
     keys = [r.partition_key for r in result.run_requests]
     assert len(keys) == 3 and len(set(keys)) == 3
     assert result.dynamic_partitions_requests[0].partition_keys == keys
@@ -124,7 +119,7 @@ def test_stranded_batch_from_a_dead_tick_is_re_emitted(res, home, instance):
     # A tick that registered its files and then died: no partition, no cursor.
     found = discover_new_files(res["stage"], res["store"], ScanCursor(), res["new_files"])
     (key,) = found.batches
-    result = tick(build_new_stage_files_sensor(), res, instance)
+    result = tick(res, instance, add_partitions=False)
     assert [r.partition_key for r in result.run_requests] == [key]
     assert result.dynamic_partitions_requests[0].partition_keys == [key]
 
@@ -153,7 +148,7 @@ def tick_until_done(res, instance, cursor=None, max_ticks=50):
     sensor = build_new_stage_files_sensor()
     results = []
     for _ in range(max_ticks):
-        result = tick(sensor, res, instance, cursor)
+        result = tick(res, instance, cursor, sensor=sensor, add_partitions=False)
         keys = [r.partition_key for r in result.run_requests]
         instance.add_dynamic_partitions(transcript_batches.name, keys)
         results.append(result)
@@ -191,7 +186,7 @@ def test_a_tick_that_died_mid_pass_is_resumed_and_its_batch_re_emitted(res, home
     bulk(home / "stage", folders=3, per_folder=4)
     res["new_files"] = NewFilesSettings(min_age_s=0, max_files_per_tick=4)
     sensor = build_new_stage_files_sensor()
-    first = tick(sensor, res, instance)
+    first = tick(res, instance, sensor=sensor, add_partitions=False)
     instance.add_dynamic_partitions(
         transcript_batches.name, [r.partition_key for r in first.run_requests]
     )
@@ -200,7 +195,9 @@ def test_a_tick_that_died_mid_pass_is_resumed_and_its_batch_re_emitted(res, home
         res["stage"], res["store"], ScanCursor.parse(first.cursor), res["new_files"]
     )
     (dead_key,) = dead.batches
-    retry = tick(sensor, res, instance, first.cursor)  # the cursor the dead tick started from
+    retry = tick(
+        res, instance, first.cursor, sensor=sensor, add_partitions=False
+    )  # the cursor the dead tick started from
     keys = [r.partition_key for r in retry.run_requests]
     assert keys[0] == dead_key and dead_key not in keys[1:]  # re-emitted, once
     instance.add_dynamic_partitions(transcript_batches.name, keys)
@@ -214,7 +211,7 @@ def test_a_tick_that_died_mid_pass_is_resumed_and_its_batch_re_emitted(res, home
 def test_a_cursor_of_the_earlier_version_still_works(res, home, instance):
     drop(home / "stage", "old/a.flac")
     old = json.dumps({"watermark": "2020-01-01T00:00:00", "ticks": 3})
-    result = tick(build_new_stage_files_sensor(), res, instance, cursor=old)
+    result = tick(res, instance, cursor=old, add_partitions=False)
     assert len(result.run_requests) == 1
     assert json.loads(result.cursor)["ticks"] == 4
 

@@ -23,6 +23,7 @@ from audio_pipeline.profiles import resources_for
 from audio_pipeline.resources.compute import SnowflakeMLJobCompute
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
+from .. import helpers
 from ..helpers import account_connection
 
 pytestmark = pytest.mark.slow
@@ -93,23 +94,9 @@ def materialize(d, selection, partition_key=None, config=None, tags=None):
     if selection == "transcripts":
         # jobs wait for three nodes: the third joins now, while the first job waits (once)
         d["cluster"].join_late()
-    run_config = {"ops": {selection: {"config": config}}} if config else None
-    return dg.materialize(
-        d["assets"],
-        selection=[selection],
-        partition_key=partition_key,
-        resources=d["resources"],
-        instance=d["instance"],
-        run_config=run_config,
-        tags=tags,
-        raise_on_error=False,
+    return helpers.materialize(
+        selection, d["resources"], d["instance"], partition_key, config, tags, d["assets"]
     )
-
-
-def metadata(result, node):
-    return {
-        k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()
-    }
 
 
 def store_rows(d, sql):
@@ -125,11 +112,11 @@ def test_sample_through_ingest_pool_and_transcripts(deployment):
     d = deployment
     ingest = materialize(d, "librispeech_audio", "sample")
     assert ingest.success
-    assert metadata(ingest, "librispeech_audio")["files"] == 22
+    assert helpers.metadata(ingest, "librispeech_audio")["files"] == 22
 
     pool = materialize(d, "transcription_compute_pool")
     assert pool.success
-    pool_meta = metadata(pool, "transcription_compute_pool")
+    pool_meta = helpers.metadata(pool, "transcription_compute_pool")
     assert pool_meta["pool"] == "AUDIO_PROCESSING_CP_GPU_NV_S_5_NODES"
     assert pool_meta["created"] is False and pool_meta["altered"] == "nothing"
     # the pool role only DESCRIBEs: setup created it, and SYSADMIN holds USAGE and MONITOR
@@ -140,7 +127,7 @@ def test_sample_through_ingest_pool_and_transcripts(deployment):
     run = materialize(d, "transcripts", "librispeech-sample", config=MODEL)
     (job,) = new_jobs(d, before)
     assert run.success, job.head.text()[-4000:]
-    meta = metadata(run, "transcripts")  # reported by the payload through Pipes
+    meta = helpers.metadata(run, "transcripts")  # reported by the payload through Pipes
     assert (meta["files"], meta["ok"], meta["errors"]) == (22, 22, 0)
     assert meta["wer_percent"] < 25
     assert meta["snowflake_ml_job_id"] == job.id
@@ -183,7 +170,7 @@ def test_two_partition_backfill_is_one_ml_job(deployment):
     jobs = new_jobs(d, before)
     assert len(jobs) == 1, [j.id for j in jobs]
     assert run.success, jobs[0].head.text()[-4000:]
-    meta = metadata(run, "transcripts")
+    meta = helpers.metadata(run, "transcripts")
     assert meta["files"] == 22  # dev-clean's files; the sample's are done
     assert store_rows(d, "SELECT count(*) FROM TRANSCRIPTS WHERE status = 'ok'") == [(44,)]
 
@@ -213,7 +200,7 @@ def test_a_sensor_tick_over_the_stage_directory_creates_a_partition_and_a_run(de
     run = materialize(d, "transcripts", request.partition_key, config=MODEL, tags=request.tags)
     (job,) = new_jobs(d, before)
     assert run.success, job.head.text()[-4000:]
-    assert metadata(run, "transcripts")["ok"] == 1
+    assert helpers.metadata(run, "transcripts")["ok"] == 1
     assert store_rows(
         d, "SELECT status FROM TRANSCRIPTS WHERE file_path = 'uploads/7777/1/7777-1-0001.flac'"
     ) == [("ok",)]
