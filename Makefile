@@ -43,7 +43,7 @@ demo: install
 	$(BIN)/python -m audio_pipeline.cli demo --subset $(SUBSET) $(if $(DEBUG),--debug)
 
 test: install
-	$(BIN)/python -m pytest -ra --durations=15 audio_pipeline_tests
+	$(BIN)/python -m pytest -ra --durations=30 audio_pipeline_tests
 
 test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow" audio_pipeline_tests

@@ -12,6 +12,7 @@ the four check results. Everything it starts, it stops (by PID).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -117,6 +118,7 @@ def main() -> int:
         if account is not None:
             account.stop()
         compute.stop()
+        shutil.rmtree(work, ignore_errors=True)  # homes, logs, the account's job containers
 
 
 if __name__ == "__main__":

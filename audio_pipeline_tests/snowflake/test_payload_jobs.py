@@ -135,7 +135,10 @@ def test_a_hub_model_is_downloaded_once_then_loaded_from_the_models_stage(
     store.register_files(
         [manifest_row(f"models-test/{f.name}", f.stat().st_size, "mt", "test") for f in flacs]
     )
-    compute = SnowflakeMLJobCompute(connection=acct_connection, poll_interval_s=0.3)
+    # one node per job: each job's home stands for another node's disk
+    compute = SnowflakeMLJobCompute(
+        connection=acct_connection, poll_interval_s=0.3, target_instances=1
+    )
     model_gets = []
 
     def job(home):
