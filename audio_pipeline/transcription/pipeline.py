@@ -271,22 +271,23 @@ class Transcriber:
             else:
                 good.append(i)
         audios = {i: np.frombuffer(batch["pcm"][i], dtype=np.float32) for i in good}
-        try:
-            results = dict(
-                zip(good, self.engine.transcribe([audios[i] for i in good]), strict=True)
-            )
-        except Exception:  # isolate the failing file(s): retry one by one
-            results = {}
-            for i in good:
-                try:
-                    results[i] = self.engine.transcribe([audios[i]])[0]
-                except Exception as exc:
-                    rows[i] = self._row(
-                        batch,
-                        i,
-                        "error",
-                        f"transcription failed: {type(exc).__name__}: {exc}",
-                    )
+        results = {}
+        for group in _packing_groups(batch, good):
+            try:
+                results |= dict(
+                    zip(group, self.engine.transcribe([audios[i] for i in group]), strict=True)
+                )
+            except Exception:  # isolate the failing file(s): retry one by one
+                for i in group:
+                    try:
+                        results[i] = self.engine.transcribe([audios[i]])[0]
+                    except Exception as exc:
+                        rows[i] = self._row(
+                            batch,
+                            i,
+                            "error",
+                            f"transcription failed: {type(exc).__name__}: {exc}",
+                        )
         for i, result in results.items():
             rows[i] = self._row(
                 batch,
@@ -414,6 +415,18 @@ class Plan:
     long_files: int = 0
     pieces: int = 0
     piece_nodes: int = 0
+
+
+def _packing_groups(batch: dict, rows: list[int]) -> list[list[int]]:
+    """Rows that may share a packed window: whole files together, and each long file's pieces
+    only with each other. A word that a segment carries across a window's clip boundary then
+    stays inside its own file, in order, where stitching puts it back; never in another file."""
+    groups: dict[str, list[int]] = {}
+    pieces = batch.get("pieces")
+    for i in rows:
+        key = str(batch["file_path"][i]) if pieces is not None and pieces[i] > 1 else ""
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def transcribe_files(

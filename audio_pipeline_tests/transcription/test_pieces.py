@@ -118,3 +118,18 @@ def test_a_short_file_passes_through_without_piece_columns():
     row = piece(0, 1, 0.0, "hello")
     out = stitch([row])
     assert out["text"] == "hello" and "piece" not in out and out["duration_s"] == 25.0
+
+
+def test_pieces_share_packed_windows_only_with_their_own_file():
+    """A word carried across a packed window's boundary must stay in its own file (the bad-input
+    corpus once showed another file's first words at the end of a short clip)."""
+    import numpy as np
+
+    from audio_pipeline.transcription.pipeline import _packing_groups
+
+    batch = {
+        "file_path": np.array(["a.flac", "long.wav", "b.flac", "long.wav", "other.wav"]),
+        "pieces": np.array([1, 3, 1, 3, 2]),
+    }
+    assert _packing_groups(batch, [0, 1, 2, 3, 4]) == [[0, 2], [1, 3], [4]]
+    assert _packing_groups({"file_path": batch["file_path"]}, [0, 2]) == [[0, 2]]
