@@ -348,7 +348,7 @@ def build_stop_orphaned_jobs_sensor(minimum_interval_s: int = 30):
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=max(1, min(minimum_interval_s, 30)),
         description="Stops the compute jobs (Ray or Snowflake ML Jobs) of a run that failed, e.g. "
-        "one that run monitoring found dead after its process was killed.",
+        "one that fail_dead_runs found dead after its process was killed.",
     )
     def stop_orphaned_jobs(context: dg.RunFailureSensorContext, compute: TranscriptionCompute):
         stopped = compute.stop_run_jobs(context.dagster_run.run_id)
