@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster_snowflake import SnowflakeResource
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from dagster_snowflake import SnowflakeResource
 
 from ..transcription import identifiers
 
@@ -25,8 +28,12 @@ DEFAULT_WAREHOUSE = "ML_MODEL_WH"
 class SnowflakeConnection(dg.ConfigurableResource):
     """Where and as whom to connect; ``database``/``schema_name`` qualify every object we touch."""
 
-    resource: SnowflakeResource | None = Field(
-        default=None, description="credentials from env vars (dg.EnvVar)"
+    # Typed as any resource so that a deployment on the local profile never imports
+    # dagster_snowflake (Snowpark, snowflake.core, pandas: about 110 MB in every Dagster process);
+    # the profile gives a ``dagster_snowflake.SnowflakeResource`` (``profiles.snowflake_connection``).
+    resource: dg.ConfigurableResource | None = Field(
+        default=None,
+        description="a dagster_snowflake.SnowflakeResource: credentials from env vars (dg.EnvVar)",
     )
     connection_name: str | None = Field(
         default=None, description="a named connection of ~/.snowflake/connections.toml"

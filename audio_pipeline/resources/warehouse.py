@@ -109,15 +109,13 @@ class DuckDBStore(TranscriptStore):
         return self._sink().merge_rows("merge_into_reference_transcripts", rows, REFERENCE_COLUMNS)
 
     def lookup(self, file_paths):
-        import pyarrow as pa
-
+        from ..transcription.sinks import duckdb_temp_rows
         from ..transcription.sql import load_sql
 
         if not file_paths:
             return {}
-        table = pa.table({"file_path": list(file_paths)})
         with self._sink().connect() as con:
-            con.register("candidates", table)
+            duckdb_temp_rows(con, "candidates", [{"file_path": p} for p in file_paths], ["file_path"])
             rows = con.execute(load_sql("duckdb", "select_known_files")).fetchall()
         return {p: (int(s), m, k) for p, s, m, k in rows}
 

@@ -1,4 +1,4 @@
--- Files whose content changed in the stage (from the view "incoming"): a new content version in
+-- Files whose content changed in the stage (from the temporary table "incoming"): a new content version in
 -- a new batch; the hash is the stage's (or unknown until the payload reads the file), the old
 -- one is kept as previous_md5.
 MERGE INTO audio_files AS t

@@ -1,4 +1,4 @@
--- Registers stage files from the view "incoming"; a file keeps the batch it was first registered
+-- Registers stage files from the temporary table "incoming"; a file keeps the batch it was first registered
 -- in. A known hash or modification time is never replaced by an unknown one.
 MERGE INTO audio_files AS t
 USING (SELECT * FROM incoming) AS s

@@ -1,4 +1,4 @@
--- The payload's content hashes (from the view "incoming" of transcript rows) into the manifest,
+-- The payload's content hashes (from the temporary table "incoming" of transcript rows) into the manifest,
 -- for the content version each row describes.
 UPDATE audio_files AS f
 SET content_md5 = s.content_md5
