@@ -23,7 +23,8 @@ help:
 	@echo "make lint     ruff"
 	@echo "make bench    throughput against faster-whisper and the quickstart's actor, on real speech"
 	@echo "make bench-profile  where the time of one transcription job goes"
-	@echo "make bench-sensor  the new-file sensor tick by tick on stages of 100,000 and 1,000,000 files"
+	@echo "make bench-sensor  the new-file sensor tick by tick on stages of 100,000 and 1,000,000 files,"
+	@echo "                   in process and under the daemon"
 	@echo "make snowflake-setup  create/update the Snowflake objects (SYSADMIN + ACCOUNTADMIN);"
 	@echo "                      SETUP_ARGS='--dry-run' prints the SQL, '--job-role R' grants to R"
 	@echo "make snowflake-check  preflight: role, objects, privileges, image, pool, one small job, cost;"
@@ -76,6 +77,7 @@ badcorpus: install
 bench-sensor: install
 	$(BIN)/python -m tools.bench.sensor --files 100000 --burst 10000
 	$(BIN)/python -m tools.bench.sensor --files 1000000 --burst 10000
+	$(BIN)/python -m tools.bench.sensor_daemon --files 1000000 --burst 10000
 
 sample-corpus: install
 	$(BIN)/python -m tools.sample_corpus

@@ -91,7 +91,12 @@ def new_files_settings(env: dict | None = None, profile: str = "local"):
         # well inside Dagster's sensor deadline (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS, 60 s)
         tick_budget_s=float(env.get("AUDIO_PIPELINE_SENSOR_TICK_BUDGET_S", "10")),
         max_files_per_tick=int(env.get("AUDIO_PIPELINE_SENSOR_FILES_PER_TICK", "100000")),
-        full_rescan_every=SENSOR_DEFAULTS[profile]["full_rescan_every"],
+        full_rescan_every=int(
+            env.get(
+                "AUDIO_PIPELINE_SENSOR_FULL_RESCAN_EVERY",
+                str(SENSOR_DEFAULTS[profile]["full_rescan_every"]),
+            )
+        ),
     )
 
 

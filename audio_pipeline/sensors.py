@@ -80,13 +80,14 @@ class ScanCursor:
 
 @dataclass
 class Discovery:
-    batches: dict[str, list[StageFile]] = field(default_factory=dict)
+    batches: dict[str, list[str]] = field(default_factory=dict)  # batch key → its file paths
     scanned: int = 0
     cursor: ScanCursor = field(default_factory=ScanCursor)
     changed: int = 0
     stranded: list[str] = field(default_factory=list)  # registered batches that are no partition
     idle: bool = False  # the stage said nothing changed: no pass, no store touched
     complete: bool = True  # the pass ended in this tick
+    full: bool = False  # the pass looks at every file (not only what changed)
 
 
 class NewFilesSettings(dg.ConfigurableResource):
@@ -132,8 +133,8 @@ def discover_new_files(
         stage.prepare_tick(memory, idle_check=False)
     partitions = None if known_partitions is None else set(known_partitions)
     keys = iter(new_batch_keys(now, 10_000))
-    batches: dict[str, list[StageFile]] = {}
-    work: list[StageFile] = []  # the batch being filled
+    batches: dict[str, list[str]] = {}  # registered: paths only (a tick's memory is bounded
+    work: list[StageFile] = []  # by the batch being filled, not by max_files_per_tick)
     changed: set[str] = set()
     stranded: set[str] = set()
     chunk: list[StageFile] = []
@@ -144,7 +145,7 @@ def discover_new_files(
         nonlocal work
         if work:
             key = next(keys)
-            batches[key] = work
+            batches[key] = [f.path for f in work]
             store.register_files([_row(f, key) for f in work if f.path not in changed])
             store.register_changes([_row(f, key) for f in work if f.path in changed])
             work = []
@@ -245,6 +246,7 @@ def discover_new_files(
         changed=len(changed),
         stranded=sorted(stranded),
         complete=complete,
+        full=scan.full,
     )
 
 
@@ -301,6 +303,7 @@ def _summary(found: Discovery, keys: list[str]) -> str:
     if not found.complete:
         where = f"pass continues after {found.cursor.scan.after!r}"
     return (
+        f"{'full' if found.full else 'new-file'} pass: "
         f"scanned {found.scanned} candidate file(s); {files - found.changed} new and "
         f"{found.changed} changed in {len(found.batches)} batch(es); {len(found.stranded)} "
         f"stranded batch(es) re-emitted; {where}"

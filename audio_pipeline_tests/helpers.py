@@ -7,22 +7,12 @@ import hashlib
 import io
 import itertools
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tarfile
 import threading
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from dagster_snowflake import SnowflakeResource
 
 from audio_pipeline.definitions import ASSETS
@@ -34,6 +24,7 @@ from audio_pipeline.resources.snowflake_connection import SnowflakeConnection
 from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
 from audio_pipeline.transcription import snowflake_sql
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
+from tools.dagster_dev import DagsterDev, dagster_dev, graphql, wait_for  # noqa: F401
 
 __all__ = ["free_port"]
 
@@ -236,78 +227,6 @@ def tick(res: dict, instance, cursor=None, sensor=None, add_partitions: bool = T
     return result
 
 
-# ------------------------------------------------------------------ dagster dev, really started
-def wait_for(what: str, fn, timeout_s: float, log: Path | None = None):
-    """``fn()``'s first truthy value within ``timeout_s``; else fail with the log's tail."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := fn():
-            return value
-        time.sleep(1)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
-    pytest.fail(f"{what} not within {timeout_s:.0f} s; log:\n{tail}")
-
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2)
-        return True
-    except OSError:
-        return False
-
-
-@dataclass
-class DagsterDev:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-
-@contextmanager
-def dagster_dev(work: Path, env: dict, timeout_s: float = 120) -> Iterator[DagsterDev]:
-    """``dagster dev`` on a free loopback port with ``env``; stopped (process group) on exit.
-
-    It ignores SIGTERM when backgrounded, so it runs in a session of its own and is stopped by
-    PID: SIGINT, then SIGKILL.
-    """
-    port = free_port()
-    log_path = work / f"dagster-dev-{port}.log"
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = DagsterDev(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        wait_for("dagster dev", lambda: answers(f"{server.url}/server_info") or proc.poll(),
-                 timeout_s, log_path)  # fmt: skip
-        assert proc.poll() is None, log_path.read_text()[-4000:]
-        yield server
-    finally:
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=20)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    """One query to the webserver's GraphQL endpoint (what the UI uses)."""
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(
-        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.loads(response.read())
-    if answer.get("errors"):
-        raise RuntimeError(answer["errors"])
-    return answer["data"]
-
-
 def container_env(account, connection, token_file: Path) -> dict[str, str]:
     """The variables SPCS gives a container (its OAuth token in ``token_file``), pointing at the
     emulated ``account`` and ``connection``'s schema: the payload's own connections use them."""
@@ -328,7 +247,6 @@ class FakeHub:
     then HEAD and GET of each file) and records every request, to count downloads."""
 
     def __init__(self, repos: dict[str, tuple[str, Path]]):  # repo id -> (revision, directory)
-        import json
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.repos = repos

@@ -111,7 +111,7 @@ def test_young_files_wait_for_the_next_tick(res, home, instance):
     later = discover_new_files(
         res["stage"], res["store"], found.cursor, res["new_files"], now + dt.timedelta(seconds=120)
     )
-    assert [f.path for files in later.batches.values() for f in files] == ["a.flac"]
+    assert [p for paths in later.batches.values() for p in paths] == ["a.flac"]
 
 
 def test_stranded_batch_from_a_dead_tick_is_re_emitted(res, home, instance):
@@ -239,5 +239,5 @@ def test_ticks_cost_what_is_new_not_what_is_there(res, home, instance, monkeypat
     # One new file: only its folder is opened, only it is looked up.
     drop(home / "stage", "bulk/spk2/new.flac")
     found = discover_new_files(res["stage"], res["store"], full.cursor, res["new_files"])
-    assert [f.path for fs in found.batches.values() for f in fs] == ["bulk/spk2/new.flac"]
+    assert [p for paths in found.batches.values() for p in paths] == ["bulk/spk2/new.flac"]
     assert found.scanned <= 1 + sum(n.startswith("bulk/spk2/") for n in names)

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
-
-if TYPE_CHECKING:
-    from dagster_snowflake import SnowflakeResource
 
 from ..transcription import identifiers
 
@@ -30,7 +26,7 @@ class SnowflakeConnection(dg.ConfigurableResource):
 
     # Typed as any resource so that a deployment on the local profile never imports
     # dagster_snowflake (Snowpark, snowflake.core, pandas: about 110 MB in every Dagster process);
-    # the profile gives a ``dagster_snowflake.SnowflakeResource`` (``profiles.snowflake_connection``).
+    # the profile gives a ``dagster_snowflake.SnowflakeResource`` (profiles.snowflake_connection).
     resource: dg.ConfigurableResource | None = Field(
         default=None,
         description="a dagster_snowflake.SnowflakeResource: credentials from env vars (dg.EnvVar)",

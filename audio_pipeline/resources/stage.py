@@ -30,7 +30,7 @@ def is_audio_path(path: str) -> bool:
     return path.lower().endswith(SUPPORTED_EXTENSIONS) and not any(p.startswith(".") for p in parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StageFile:
     path: str  # stage-relative, "/"-separated
     size_bytes: int

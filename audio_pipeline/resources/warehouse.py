@@ -85,9 +85,10 @@ class DuckDBStore(TranscriptStore):
     path: str
     lock_timeout_s: float = 60.0
     tick_lock_timeout_s: float = 10.0
+    threads: int = 0  # DuckDB's worker threads per connection (0: one per core)
 
     def _sink(self) -> DuckDBSink:
-        return DuckDBSink(self.path, lock_timeout_s=self.lock_timeout_s)
+        return DuckDBSink(self.path, lock_timeout_s=self.lock_timeout_s, threads=self.threads)
 
     def ensure_tables(self) -> None:
         self._sink().ensure_tables()
@@ -103,6 +104,7 @@ class DuckDBStore(TranscriptStore):
             path=self.path,
             lock_timeout_s=min(self.lock_timeout_s, self.tick_lock_timeout_s),
             tick_lock_timeout_s=self.tick_lock_timeout_s,
+            threads=1,  # a tick's statements are small; one thread keeps its memory small
         )
 
     def load_references(self, rows):
@@ -115,7 +117,8 @@ class DuckDBStore(TranscriptStore):
         if not file_paths:
             return {}
         with self._sink().connect() as con:
-            duckdb_temp_rows(con, "candidates", [{"file_path": p} for p in file_paths], ["file_path"])
+            candidates = [{"file_path": p} for p in file_paths]
+            duckdb_temp_rows(con, "candidates", candidates, ["file_path"])
             rows = con.execute(load_sql("duckdb", "select_known_files")).fetchall()
         return {p: (int(s), m, k) for p, s, m, k in rows}
 

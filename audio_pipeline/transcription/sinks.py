@@ -153,16 +153,18 @@ def lock_holder(message: str) -> str | None:
 
 @contextmanager
 def duckdb_connection(
-    path: str | Path, read_only: bool = False, lock_timeout_s: float = 60.0
+    path: str | Path, read_only: bool = False, lock_timeout_s: float = 60.0, threads: int = 0
 ) -> Iterator:
-    """Open ``path``, retrying while another process holds its write lock."""
+    """Open ``path``, retrying while another process holds its write lock; ``threads``: DuckDB's
+    worker threads (0: its default, one per core)."""
     import duckdb
 
     deadline = time.monotonic() + lock_timeout_s
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            config = {"threads": threads} if threads else {}
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -183,12 +185,13 @@ def duckdb_connection(
 
 
 class DuckDBSink(TranscriptSink):
-    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0):
+    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0, threads: int = 0):
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self.threads = threads
 
     def connect(self, read_only: bool = False):
-        return duckdb_connection(self.path, read_only=read_only, lock_timeout_s=self.lock_timeout_s)
+        return duckdb_connection(self.path, read_only, self.lock_timeout_s, self.threads)
 
     def ensure_tables(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,7 @@ def test_a_job_role_without_ownership_runs_a_tick_and_an_asset_path(emulated_acc
                 snowflake_sql.execute(conn.cursor(), "migrate_tables", **store._sink().names())
     finally:
         emulated_account.default_role = "SYSADMIN"
-    assert [f.path for files in found.batches.values() for f in files] == [f"drop/{flac.name}"]
+    assert [p for paths in found.batches.values() for p in paths] == [f"drop/{flac.name}"]
     assert store.known_files([f"drop/{flac.name}"])
     assert {role for role, _ in sent} == {"PIPELINE"}
     assert not [sql for _, sql in sent if sql.upper().startswith("ALTER TABLE")]

@@ -445,6 +445,8 @@ def run(args) -> dict:
         idle_ray_mb = MemorySampler([head_pid]).sample() / 1024  # before any job
         for r in range(args.rounds):
             for shape, files in shapes.items():
+                if shape == "large" and r >= args.large_rounds:
+                    continue  # one job of 30 minutes is its own average
                 audio_s = sum(f.duration_s for f in files)
                 spec = {
                     "files": [f.__dict__ for f in files],
@@ -539,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=None, help="use only the first N files")
     parser.add_argument("--min-minutes", type=float, default=10.0, help="short clips' audio")
     parser.add_argument("--large-minutes", type=float, default=30.0, help="the large job's audio")
+    parser.add_argument(
+        "--large-rounds", type=int, default=1, help="rounds of the large shape (at most --rounds)"
+    )
     parser.add_argument("--shapes", default=",".join(SHAPES), help="short, long, large")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
