@@ -71,8 +71,15 @@ class SnowflakeConnection(dg.ConfigurableResource):
             )
         if self.resource is not None:
             with self.resource.get_connection() as conn:
-                self._use(conn, use_schema)
-                yield conn
+                try:
+                    self._use(conn, use_schema)
+                    yield conn
+                except BaseException:
+                    # dagster_snowflake closes it only when the block ends without an error; a
+                    # connection left open makes Snowpark's close at exit retry against the
+                    # account for the whole network timeout (it held pytest 5 min at exit).
+                    conn.close()
+                    raise
             return
         import snowflake.connector
 
