@@ -152,7 +152,11 @@ def test_only_a_cluster_running_this_python_goes_without_pip(tmp_path):
         assert here.runs_this_python() and "pip" not in here.runtime_env(tmp_path)
     finally:
         server.terminate()
-        server.wait()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # never wait for ever on a child
+            server.kill()
+            server.wait()
     for address in (f"http://127.0.0.1:{free_port()}", "http://10.1.2.3:8265"):
         other = LocalRayCompute(home=str(tmp_path), address=address)
         assert not other.runs_this_python()

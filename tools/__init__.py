@@ -12,3 +12,9 @@ def exit_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+    # Started in the background (``cmd &``), a process inherits SIGINT ignored. Dagster maps
+    # SIGTERM to SIGINT's handler after every in-process run (``setup_interrupt_handlers``),
+    # which then made SIGTERM ignored too, here and in every child started afterwards: a test's
+    # ``terminate()`` of its HTTP server waited for ever. Ctrl-C semantics, whatever the parent.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
