@@ -10,6 +10,8 @@ import time
 import duckdb
 import pytest
 
+from tools.bench.sensor_daemon import INSTANCE_YAML, SELECTOR
+
 from .helpers import dagster_dev, graphql
 
 pytestmark = pytest.mark.slow
@@ -25,20 +27,6 @@ query($selector: SensorSelector!) {
 RUNS = """
 query { runsOrError(filter: {pipelineName: "transcribe_new_files"}) {
   ... on Runs { results { status tags { key value } } } } }"""
-SELECTOR = {
-    "repositoryLocationName": "audio_pipeline.definitions:defs",
-    "repositoryName": "__repository__",
-    "sensorName": "new_stage_files_sensor",
-}
-INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 0
-"""
 
 
 def test_a_large_first_registration_never_fails_a_tick_under_the_daemon(tmp_path):
