@@ -1,7 +1,9 @@
 """The new-file sensor under the real daemon: `dagster dev` with Dagster's sensor deadline lowered
 (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS=8) and a stage whose first registration in one go takes
 longer than that (60,000 empty files: the sensor reads no content). Each tick does a budget of
-2 s and goes on in the next; runs stay queued (max_concurrent_runs: 0), so only the sensor works.
+2 s or 20,000 files, whichever comes first, and goes on in the next (the file cap makes the
+backlog take several ticks on a machine fast enough to register it all inside the budget); runs
+stay queued (max_concurrent_runs: 0), so only the sensor works.
 """
 
 import os
@@ -44,6 +46,7 @@ def test_a_large_first_registration_never_fails_a_tick_under_the_daemon(tmp_path
         "DAGSTER_HOME": str(dagster_home),
         "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "8",
         "AUDIO_PIPELINE_SENSOR_TICK_BUDGET_S": "2",
+        "AUDIO_PIPELINE_SENSOR_FILES_PER_TICK": "20000",
         "AUDIO_PIPELINE_SENSOR_INTERVAL_S": "1",
     }
     env.pop("RAY_ADDRESS", None)
