@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -11,7 +12,6 @@ from urllib.parse import urlparse
 
 import dagster as dg
 from dagster_ray import PipesRayJobClient, PipesRayJobMessageReader
-from dagster_ray.core.pipes import tail_logs
 from pydantic import Field
 
 from .. import job_logs
@@ -237,9 +237,15 @@ def listener_python(port: int) -> Path | None:
 
 class QuietRayJobMessageReader(PipesRayJobMessageReader):
     """dagster-ray's reader with its public log-tailing step written here: Pipes messages go to
-    Dagster, the job's other lines to stdout, leaving out :data:`job_logs.RAY_NOISE`."""
+    Dagster, the job's other lines to stdout, leaving out :data:`job_logs.RAY_NOISE`.
+
+    It stops at the payload's ``closed`` message, its last: Ray's log stream ends only seconds
+    after the job does (about 4 s here, on every job), and what the driver prints after closing
+    Pipes is Ray's shutdown. The client still waits for the job's end status, and a job that
+    fails after closing is reported with its log tail (:meth:`LocalRayCompute._failure`)."""
 
     def handle_job_logs(self, handler: dg.PipesMessageHandler) -> None:
+        tailer = loop = None
         try:
             while True:  # the client and job id arrive with the launch (on_launched)
                 if self.session_closed.is_set():
@@ -250,20 +256,45 @@ class QuietRayJobMessageReader(PipesRayJobMessageReader):
                 except RuntimeError:
                     time.sleep(0.1)
             self.thread_ready.set()
+            loop = asyncio.new_event_loop()
+            tailer = client.tail_job_logs(job_id)
             closed_at = None
-            for chunk in tail_logs(client.tail_job_logs(job_id)):
-                for line in (chunk or "").split("\n"):
-                    if not line or job_logs.is_noise(line):
-                        continue
-                    message = job_logs.pipes_message(line)
-                    if message is not None:
-                        handler.handle_message(message)
-                    else:
-                        print(line, flush=True)
+            while True:
+                try:
+                    chunk = loop.run_until_complete(tailer.__anext__())
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:  # the stream broke: the job's end status still counts
+                    print(f"Ray job log stream ended: {exc}", flush=True)
+                    return
+                if self._forward(chunk or "", handler):
+                    return
                 if self.session_closed.is_set():  # the job's last lines: 30 s at most
                     closed_at = closed_at or time.monotonic()
                     if time.monotonic() - closed_at > 30:
                         return
         finally:
+            if tailer is not None and loop is not None:
+                try:
+                    loop.run_until_complete(tailer.aclose())  # closes the websocket
+                except Exception:
+                    pass
+            if loop is not None:
+                loop.close()
             self.thread_ready.set()
             self.completed.set()
+
+    @staticmethod
+    def _forward(chunk: str, handler: dg.PipesMessageHandler) -> bool:
+        """Hand one chunk's lines on; True once the payload's ``closed`` message was among them."""
+        closed = False
+        for line in chunk.split("\n"):
+            if not line or job_logs.is_noise(line):
+                continue
+            message = job_logs.pipes_message(line)
+            if message is not None:
+                handler.handle_message(message)
+                closed = closed or message.get("method") == "closed"
+            else:
+                print(line, flush=True)
+        return closed
