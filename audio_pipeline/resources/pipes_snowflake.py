@@ -69,6 +69,7 @@ class PipesMLJobStageMessageReader(dg.PipesBlobStoreMessageReader):
         self._failing_since: float | None = None
         self._closed = threading.Event()
         self._launched = threading.Event()
+        self._given_up = threading.Event()
         # one statement at a time on the session: the client's status polls and this reader's
         # thread share it (a file transfer interleaved with another statement can go astray)
         self.session_lock = threading.Lock()
@@ -84,7 +85,14 @@ class PipesMLJobStageMessageReader(dg.PipesBlobStoreMessageReader):
     def messages_are_readable(self, params) -> bool:
         return self._launched.is_set()  # not while the SDK uploads the job on the session
 
+    def give_up(self) -> None:
+        """The client stopped following the job: no more downloads (Dagster's reader thread
+        still runs out its wait after the session, about 10 s, without touching the stage)."""
+        self._given_up.set()
+
     def download_messages_chunk(self, index: int, params) -> str | None:
+        if self._given_up.is_set():
+            return None
         try:
             with tempfile.TemporaryDirectory(prefix="pipes-chunk-") as tmp:
                 try:
@@ -278,6 +286,7 @@ class PipesSnowflakeMLJobClient(dg.PipesClient):
                 context.log.warning(
                     f"{type(exc).__name__} while following Snowflake ML Job {job_id}: cancelling it"
                 )
+                reader.give_up()
                 with reader.session_lock:
                     _cancel(context, job)
                 raise

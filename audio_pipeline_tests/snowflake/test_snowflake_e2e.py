@@ -70,6 +70,8 @@ def deployment(emulated_account, job_cluster, tmp_path_factory):
             target_instances=3,
             min_instances=3,
             poll_interval_s=0.5,
+            # a failed job whose head died waits a quarter of this for its closed message
+            drain_timeout_s=20.0,
             home=str(home / "container"),
         )
         with dg.instance_for_test() as instance:

@@ -72,6 +72,11 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
     )
     runtime_environment: str | None = None
     poll_interval_s: float = 10.0
+    drain_timeout_s: float = Field(
+        default=180.0,
+        description="after the job ends, how long to wait for its last Pipes message (a quarter "
+        "of it after a failure, whose head may have died before sending it)",
+    )
     timeout_s: float | None = Field(default=3 * 3600.0, description="cancel the job after this")
     deadline_grace_s: float = Field(
         default=600.0,
@@ -247,6 +252,7 @@ class SnowflakeMLJobCompute(TranscriptionCompute):
             poll_interval_s=self.poll_interval_s,
             timeout_s=self.timeout_s,
             message_interval_s=min(5.0, self.poll_interval_s),
+            drain_timeout_s=self.drain_timeout_s,
         )
 
     def _run(self, context, extras: dict, module: str, ingest: bool):
