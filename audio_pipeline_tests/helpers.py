@@ -33,6 +33,14 @@ SAMPLE_TREE = BUNDLED_ROOT / "sample"
 # Real speech (CC BY 4.0) beside the repository: ../shared/data/realspeech
 MIRROR = REPO_ROOT.parent / "shared" / "data" / "realspeech"
 REALSPEECH = MIRROR / "LibriSpeech" / "dev-real"
+# What a user must never see from a healthy run (the demo's terminal or its log).
+NOISE = (
+    "constructor arguments in the object store",
+    "Progress bars disabled",
+    "PreviewWarning",
+    "BetaWarning",
+    "Traceback",
+)
 SECRET = "pl4nted-Sekret-9f3b"  # planted as the password: must appear in no log or metadata
 
 _counter = itertools.count()

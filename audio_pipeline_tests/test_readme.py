@@ -1,21 +1,27 @@
 """Every command of the README's local code blocks, run as written (the Snowflake blocks need an
-account; ``make snowflake-rehearsal`` runs that path offline).
+account; ``make snowflake-rehearsal`` runs that path offline), and what they leave behind.
 
 A command found in the README must be listed below, in ``RUN`` (with what its output must show)
 or in ``NOT_RUN`` (with why); a new or changed command fails this test until it is, so a README
 command cannot break unseen. The commands run through ``bash`` from the repository root, as a
-reader would type them, in a fresh ``AUDIO_PIPELINE_HOME``, on the session's Ray head
-(``RAY_ADDRESS``, which the README documents) rather than a head on the default ports.
+reader would type them, in a fresh ``AUDIO_PIPELINE_HOME``; the first ``make demo`` starts the
+project's own Ray head (on free ports, ``AUDIO_PIPELINE_RAY_PORT``), as on a fresh machine.
+
+The same session then checks what a user sees (progress, the Ray job's link, nothing logged at
+error level, no noise), runs ``make demo`` once more with ``DEBUG=1`` (nothing left to do) and
+``make stop``: nothing is left outside the project's home, and /tmp is back to its size (Ray's
+temp dir goes with its head; no runtime environment copies the virtualenv).
 """
 
 import os
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from .helpers import MIRROR, REPO_ROOT
+from .helpers import MIRROR, NOISE, REPO_ROOT, free_port
 
 README = REPO_ROOT / "README.md"
 
@@ -71,32 +77,105 @@ def test_every_readme_command_is_run_or_says_why_not():
     assert found == listed, "README commands changed: list each in RUN or NOT_RUN of this test"
 
 
+def _size(root: Path, skip: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda _e: None):
+        if Path(dirpath) == skip or skip in Path(dirpath).parents:
+            dirnames[:] = []
+            continue
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _repo_files() -> set[str]:
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {line for line in out.stdout.splitlines() if "__pycache__" not in line}
+
+
+def _run(command: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        ["bash", "-c", command], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc
+
+
+def assert_healthy_demo(proc: subprocess.CompletedProcess, home: Path, dashboard: str) -> None:
+    """What a user sees of a healthy first demo: the payload's progress as a bar, the link to
+    the Ray job, no Dagster console log; the job's own output went to demo.log, without noise."""
+    assert proc.stderr == "", proc.stderr[-3000:]
+    assert "transcribing: 100%" in proc.stdout and "22/22" in proc.stdout
+    assert f"{dashboard}/#/jobs/transcripts-" in proc.stdout
+    assert " - INFO - " not in proc.stdout and "[pipes]" not in proc.stdout
+    log = (home / "dagster" / "demo.log").read_text()
+    assert "Running entrypoint for job transcripts-" in log
+    for noise in NOISE:
+        assert noise not in proc.stdout + log, [ln for ln in log.splitlines() if noise in ln][:3]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not MIRROR.is_dir(), reason=f"real-speech set not found at {MIRROR}")
-def test_readme_commands_run_as_written(tmp_path, ray_compute):
+def test_readme_commands_run_as_written_and_leave_nothing_behind(tmp_path, monkeypatch):
+    import dagster as dg
+
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH_MIRROR", "SUBSET")}
+    dashboard_port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LIBRISPEECH_MIRROR", "SUBSET", "DAGSTER_HOME", "RAY_ADDRESS", "DEBUG")
+    }
     env |= {
         "AUDIO_PIPELINE_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster"),
         "AUDIO_PIPELINE_PROFILE": "local",
-        "RAY_ADDRESS": ray_compute.dashboard_url,
+        "AUDIO_PIPELINE_RAY_PORT": str(free_port()),
+        "AUDIO_PIPELINE_RAY_DASHBOARD_PORT": str(dashboard_port),
     }
+    tmp = Path("/tmp")
+    before_tmp, before_repo = _size(tmp, tmp_path), _repo_files()
     # In README order: the query reads what the demos wrote.
     expect = {normalized(c): needles for c, needles in RUN.items()}
-    for command in readme_commands(README.read_text()):
-        if normalized(command) not in expect:
-            continue  # NOT_RUN (the test above keeps the two lists complete)
-        proc = subprocess.run(
-            ["bash", "-c", command],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-        at = 0
-        for needle in expect[normalized(command)]:
-            at = proc.stdout.find(needle, at)
-            assert at >= 0, f"{command}: {needle!r} not in\n{proc.stdout[-3000:]}"
+    try:
+        for command in readme_commands(README.read_text()):
+            if normalized(command) not in expect:
+                continue  # NOT_RUN (the test above keeps the two lists complete)
+            proc = _run(command, env)
+            at = 0
+            for needle in expect[normalized(command)]:
+                at = proc.stdout.find(needle, at)
+                assert at >= 0, f"{command}: {needle!r} not in\n{proc.stdout[-3000:]}"
+            if command == "make demo":
+                assert_healthy_demo(proc, home, f"http://127.0.0.1:{dashboard_port}")
+        # make demo again, with Dagster's whole console log: nothing left to do, and it says so
+        again = _run("make demo DEBUG=1", env, timeout=600)
+        assert "nothing to transcribe" in again.stdout
+        assert " - INFO - " in again.stdout + again.stderr
+        assert "ok / error         22 / 0" in again.stdout
+        for noise in NOISE:
+            assert noise not in again.stdout + again.stderr
+        assert " - ERROR - " not in again.stdout + again.stderr
+    finally:
+        stop = subprocess.run(
+            ["make", "-s", "stop"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped the Ray head" in stop.stdout
+    # every run of the three demos succeeded, and none logged at error level
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 9 and all(r.is_success for r in runs)
+        levels = [e.level for r in runs for e in instance.all_logs(r.run_id)]
+        assert levels and max(levels) < 40  # logging.ERROR
+    assert _repo_files() == before_repo
+    grown = _size(tmp, tmp_path) - before_tmp
+    assert grown < 20 * 1024 * 1024, f"/tmp grew by {grown / 2**20:.1f} MB"
