@@ -138,7 +138,7 @@ def generate(dest: Path, long_minutes: float = 20.0) -> list[Case]:
         cases.append(
             (
                 Case(
-                    "long_20min",
+                    f"long_{long_minutes:g}min",
                     f"long-{long_minutes:g}min.flac",
                     "ok",
                     " ".join(words),
