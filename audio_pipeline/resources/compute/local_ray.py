@@ -286,15 +286,13 @@ class QuietRayJobMessageReader(PipesRayJobMessageReader):
 
     @staticmethod
     def _forward(chunk: str, handler: dg.PipesMessageHandler) -> bool:
-        """Hand one chunk's lines on; True once the payload's ``closed`` message was among them."""
-        closed = False
+        """Hand one chunk's lines on; True once the handler has had the payload's ``closed``."""
         for line in chunk.split("\n"):
             if not line or job_logs.is_noise(line):
                 continue
             message = job_logs.pipes_message(line)
             if message is not None:
                 handler.handle_message(message)
-                closed = closed or message.get("method") == "closed"
             else:
                 print(line, flush=True)
-        return closed
+        return handler.received_closed_message
