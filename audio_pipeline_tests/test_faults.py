@@ -83,12 +83,13 @@ def test_ray_head_listens_on_loopback_only(ray_compute):
     assert [n["node_ip"] for n in nodes] == ["127.0.0.1"]
     pid = int(ray_compute.head.pid_file.read_text())
     tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    listening = [
-        c.laddr
-        for p in tree
-        for c in p.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN
-    ]
+    listening = []
+    for p in tree:
+        try:  # a Ray worker of the tree may exit between the listing and this read
+            conns = p.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        listening += [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
     assert listening, "the Ray head should listen on some port"
     assert {addr.ip for addr in listening} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
     assert any(addr.port == ray_compute.dashboard_port for addr in listening)
