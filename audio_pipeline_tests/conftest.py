@@ -190,7 +190,6 @@ SLOW_FIXTURES = {
     "emulated_account",
     "acct_connection",
 }
-SLOW_FIXTURES |= {"private_ray"}
 
 
 def pytest_collection_modifyitems(config, items):

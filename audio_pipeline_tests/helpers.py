@@ -320,3 +320,27 @@ class FakeHub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def faster_whisper_alone(tree: Path) -> dict[str, tuple[str, str]]:
+    """utterance id -> (reference, text) from faster-whisper's own loop on bundled tiny.en (int8,
+    greedy): the yardstick the pipeline's accuracy on real speech is held to."""
+    import os
+
+    from faster_whisper import WhisperModel
+
+    from audio_pipeline.transcription import librispeech
+    from audio_pipeline.transcription.models import resolve_model
+
+    refs = {utt: text for utt, _, text in librispeech.iter_references(tree)}
+    model = WhisperModel(
+        resolve_model("bundled:tiny.en", "ctranslate2", None).path,
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=os.cpu_count() or 1,
+    )
+    out = {}
+    for utt in librispeech.iter_utterances(tree):
+        segments, _ = model.transcribe(str(utt.audio), beam_size=1, language="en")
+        out[utt.utterance_id] = (refs[utt.utterance_id], " ".join(s.text.strip() for s in segments))
+    return out
