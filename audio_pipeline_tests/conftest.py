@@ -44,22 +44,28 @@ def ray_compute(tmp_path_factory):
 
 
 class MultiNodeCluster:
-    """A head and worker raylets on this machine: separate ``ray start`` processes, one cluster."""
+    """A head and worker raylets on this machine, on loopback, one cluster (tools/ray_cluster)."""
 
-    def __init__(self, compute, cpus_per_node: int, gpus_per_node: int):
-        self.compute = compute
-        self.head = compute.head
-        self.cpus_per_node = cpus_per_node
-        self.gpus_per_node = gpus_per_node
-        self.late_pid: int | None = None
+    def __init__(self, cluster, home: Path):
+        from audio_pipeline.resources.compute import LocalRayCompute
+
+        self.cluster = cluster
+        # an existing cluster, as a user's RAY_ADDRESS names one: nothing to start or stop
+        self.compute = LocalRayCompute(home=str(home), address=cluster.dashboard_url)
+        self.late_joined = False
+
+    @property
+    def gcs_address(self) -> str:
+        return self.cluster.gcs_address
 
     def nodes(self) -> list[dict]:
-        return self.head.nodes()
+        return self.cluster.nodes()
 
     def join_late(self) -> None:
         """Start the last worker without waiting for it (idempotent): it joins a running job."""
-        if self.late_pid is None:
-            self.late_pid = self.head.add_worker(self.cpus_per_node, self.gpus_per_node, wait=False)
+        if not self.late_joined:
+            self.late_joined = True
+            self.cluster.add_worker(wait=False)
 
     def wait_nodes(self, n: int, timeout_s: float = 90.0) -> list[dict]:
         deadline = time.monotonic() + timeout_s
@@ -72,31 +78,19 @@ class MultiNodeCluster:
 
 @pytest.fixture(scope="session")
 def multinode_ray(tmp_path_factory):
-    """A head plus two worker raylets (``ray start --address``), each with 2 CPUs and 1 GPU.
+    """A head plus two worker raylets, each with 2 CPUs and 1 GPU.
 
-    The GPUs are logical (``--num-gpus=1``): Ray schedules by them, so the payload's GPU plan
-    (one Whisper actor per GPU) runs, while the engines compute on the CPU. The head and the
-    first worker start here; the second joins when a test calls ``join_late()`` (or at the
-    first ``wait_nodes(3)``-style need), as a node joining a running job does.
+    The GPUs are logical: Ray schedules by them, so the payload's GPU plan (one Whisper actor
+    per GPU) runs, while the engines compute on the CPU. The head and the first worker start
+    here; the second joins when a test calls ``join_late()``, as a node joining a running job
+    does.
     """
-    from audio_pipeline.resources.compute import LocalRayCompute
+    from tools.ray_cluster import LoopbackCluster
 
-    compute = LocalRayCompute(
-        home=str(tmp_path_factory.mktemp("multinode")),
-        gcs_port=free_port(),
-        dashboard_port=free_port(),
-        num_cpus=2,
-        num_gpus=1,
-        object_store_memory_mb=512,
-        isolated_ports=True,
-    )
-    compute.ensure_pool()
-    cluster = MultiNodeCluster(compute, cpus_per_node=2, gpus_per_node=1)
-    try:
-        compute.head.add_worker(2, 1)
-        yield cluster
-    finally:
-        assert compute.stop()
+    root = tmp_path_factory.mktemp("multinode")
+    with LoopbackCluster(root / "cluster", cpus_per_node=2, gpus_per_node=1) as cluster:
+        cluster.add_worker()
+        yield MultiNodeCluster(cluster, root / "home")
 
 
 @pytest.fixture

@@ -344,3 +344,21 @@ def faster_whisper_alone(tree: Path) -> dict[str, tuple[str, str]]:
         segments, _ = model.transcribe(str(utt.audio), beam_size=1, language="en")
         out[utt.utterance_id] = (refs[utt.utterance_id], " ".join(s.text.strip() for s in segments))
     return out
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def listening_addresses(pid: int) -> list:
+    """The (ip, port) addresses that a process and its descendants listen on."""
+    import psutil
+
+    root = psutil.Process(pid)
+    listening = []
+    for p in [root, *root.children(recursive=True)]:
+        try:  # a Ray worker of the tree may exit between the listing and this read
+            conns = p.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        listening += [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
+    return listening

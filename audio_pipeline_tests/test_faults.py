@@ -8,7 +8,14 @@ import pytest
 
 from audio_pipeline.transcription.sinks import DuckDBLockedError, DuckDBSink
 
-from .helpers import make_resources, sensor_batches, stage_sample, start_transcription
+from .helpers import (
+    LOOPBACK,
+    listening_addresses,
+    make_resources,
+    sensor_batches,
+    stage_sample,
+    start_transcription,
+)
 
 
 def hold_lock(path, seconds):
@@ -77,19 +84,9 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_every_file_lands_once(
 
 @pytest.mark.slow
 def test_ray_head_listens_on_loopback_only(ray_compute):
-    import psutil
-
     nodes = ray_compute._nodes()
     assert [n["node_ip"] for n in nodes] == ["127.0.0.1"]
-    pid = int(ray_compute.head.pid_file.read_text())
-    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    listening = []
-    for p in tree:
-        try:  # a Ray worker of the tree may exit between the listing and this read
-            conns = p.net_connections(kind="inet")
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        listening += [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
+    listening = listening_addresses(int(ray_compute.head.pid_file.read_text()))
     assert listening, "the Ray head should listen on some port"
-    assert {addr.ip for addr in listening} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
+    assert {addr.ip for addr in listening} <= LOOPBACK, listening
     assert any(addr.port == ray_compute.dashboard_port for addr in listening)

@@ -33,32 +33,22 @@ def main() -> int:
     import dagster as dg
 
     from audio_pipeline import cli, snowflake_preflight, snowflake_setup
-    from audio_pipeline.resources.compute import LocalRayCompute
-    from audio_pipeline.resources.compute.ray_head import free_port
 
+    from .ray_cluster import LoopbackCluster
     from .snowflake_emulator import EmulatedAccount
 
     work = Path(tempfile.mkdtemp(prefix="snowflake-rehearsal-"))
-    compute = LocalRayCompute(
-        home=str(work / "ray"),
-        gcs_port=free_port(),
-        dashboard_port=free_port(),
-        num_cpus=2,
-        num_gpus=1,
-        object_store_memory_mb=512,
-        isolated_ports=True,
-    )
+    cluster = LoopbackCluster(work / "ray", cpus_per_node=2, gpus_per_node=1)
     account = None
     try:
         print("rehearsal: starting a 3-node Ray cluster on loopback (1 logical GPU per node)")
-        compute.ensure_pool()
-        compute.head.add_worker(2, 1)
-        compute.head.add_worker(2, 1, wait=False)  # joins while the job waits for its nodes
-        head = compute.head
+        cluster.start()
+        cluster.add_worker()
+        cluster.add_worker(wait=False)  # joins while the job waits for its nodes
         account = EmulatedAccount(
             work / "account",
-            ray_address=f"127.0.0.1:{head.gcs_port}",
-            worker_logs=[head.state_dir / f"worker-{head.dashboard_port}-{n}.log" for n in (1, 2)],
+            ray_address=cluster.gcs_address,
+            worker_logs=cluster.worker_logs(2),
         )
         account.start()
         print(f"rehearsal: emulated Snowflake account on 127.0.0.1:{account.port}")
@@ -117,7 +107,7 @@ def main() -> int:
     finally:
         if account is not None:
             account.stop()
-        compute.stop()
+        cluster.stop()
         shutil.rmtree(work, ignore_errors=True)  # homes, logs, the account's job containers
 
 

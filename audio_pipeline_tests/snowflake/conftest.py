@@ -60,12 +60,10 @@ def emulated_account(tmp_path_factory, job_cluster):
 def job_cluster(multinode_ray) -> dict:
     """The shared multi-node Ray cluster (head + two worker raylets, one joining late) that
     emulated jobs run on: instance i > 0 of a job is worker raylet i, whose log it shows."""
-    head = multinode_ray.head
-    worker_logs = [head.state_dir / f"worker-{head.dashboard_port}-{n}.log" for n in (1, 2)]
     return {
-        "address": f"127.0.0.1:{head.gcs_port}",
+        "address": multinode_ray.gcs_address,
         "cluster": multinode_ray,
-        "worker_logs": worker_logs,
+        "worker_logs": multinode_ray.cluster.worker_logs(2),
     }
 
 

@@ -110,10 +110,17 @@ def new_jobs(d, before):
     return [j for k, j in d["account"].jobs.items() if k not in before]
 
 
-def test_sample_through_ingest_pool_and_transcripts(deployment):
-    d = deployment
-    ingest = materialize(d, "librispeech_audio", "sample")
+@pytest.fixture(scope="module")
+def sample_ingest(deployment):
+    """The sample subset ingested once: every transcription below reads its partition."""
+    ingest = materialize(deployment, "librispeech_audio", "sample")
     assert ingest.success
+    return ingest
+
+
+def test_sample_through_ingest_pool_and_transcripts(deployment, sample_ingest):
+    d = deployment
+    ingest = sample_ingest
     assert helpers.metadata(ingest, "librispeech_audio")["files"] == 22
 
     pool = materialize(d, "transcription_compute_pool")
@@ -156,7 +163,7 @@ def test_sample_through_ingest_pool_and_transcripts(deployment):
     assert len(nodes) == 3, [(a.class_name, a.node_id) for a in whisper]
 
 
-def test_two_partition_backfill_is_one_ml_job(deployment):
+def test_two_partition_backfill_is_one_ml_job(deployment, sample_ingest):
     d = deployment
     assert materialize(d, "librispeech_audio", "dev-clean").success
     before = set(d["account"].jobs)
@@ -223,7 +230,7 @@ def _when_running(d, before, action, timeout=240):
     return thread
 
 
-def test_terminating_the_run_cancels_the_job(deployment):
+def test_terminating_the_run_cancels_the_job(deployment, sample_ingest):
     d = deployment
     before = set(d["account"].jobs)
     main = threading.get_ident()
@@ -244,7 +251,7 @@ def test_terminating_the_run_cancels_the_job(deployment):
     assert any(job.id in s for s in cancels)
 
 
-def test_a_failed_job_shows_a_worker_nodes_error(deployment):
+def test_a_failed_job_shows_a_worker_nodes_error(deployment, sample_ingest):
     d = deployment
     before = set(d["account"].jobs)
     message = "RayletError: node 127.0.0.1 died: CUDA error: an illegal memory access (Xid 79)"

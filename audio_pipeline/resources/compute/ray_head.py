@@ -33,7 +33,6 @@ ISOLATED_PORT_FLAGS = (
     "object-manager-port",
     "ray-client-server-port",
 )
-WORKER_PORT_FLAGS = tuple(f for f in ISOLATED_PORT_FLAGS if f != "ray-client-server-port")
 
 
 def http_json(url: str, timeout: float = 2.0) -> dict | None:
@@ -92,31 +91,13 @@ def isolated_port_flags(
     return out
 
 
-def ray_env(worker: bool = False) -> dict[str, str]:
+def ray_env() -> dict[str, str]:
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     # A single-machine cluster: the head binds and advertises loopback, not the host's address
-    # (Ray otherwise replaces 127.0.0.1 by the host IP, for other nodes' sake). The same switch
-    # makes ``ray start --address`` refuse to join, so a worker gets it on and passes
-    # ``--node-ip-address=127.0.0.1`` instead.
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1" if worker else "0"
+    # (Ray otherwise replaces 127.0.0.1 by the host IP, for other nodes' sake).
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env.pop("RAY_ADDRESS", None)
     return env
-
-
-# ``ray start --address`` as a worker raylet on loopback. Ray refuses to join a cluster while
-# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the switch that keeps the head on 127.0.0.1), and with it on
-# replaces every loopback address by the host's IP. This keeps the addresses as given: the
-# worker joins 127.0.0.1:<gcs port> and advertises 127.0.0.1, so nothing leaves loopback.
-_WORKER_START = """
-import sys
-import ray._private.services as services
-if not hasattr(services, "resolve_ip_for_localhost"):  # the one private hook (docs/architecture.md)
-    sys.exit("this Ray version moved ray._private.services.resolve_ip_for_localhost")
-services.resolve_ip_for_localhost = lambda host: host
-from ray.scripts.scripts import main
-sys.argv = ["ray", *sys.argv[1:]]
-main()
-"""
 
 
 def _ray_bin() -> str:
@@ -160,7 +141,7 @@ def _group_alive(pgid: int) -> bool:
 
 @dataclass
 class RayHead:
-    """``ray start --head --block`` on 127.0.0.1, plus any worker raylets added to it."""
+    """``ray start --head --block`` on 127.0.0.1 (one node; tools/ray_cluster runs several)."""
 
     state_dir: Path
     gcs_port: int = 6379
@@ -190,18 +171,13 @@ class RayHead:
     def pid_file(self) -> Path:
         return self.state_dir / f"head-{self.dashboard_port}.pid"
 
-    def _worker_pid_files(self) -> list[Path]:
-        return sorted(self.state_dir.glob(f"worker-{self.dashboard_port}-*.pid"))
-
     def is_up(self) -> bool:
         return http_json(f"{self.dashboard_url}/api/version") is not None
 
     def nodes(self) -> list[dict]:
         return alive_nodes(self.dashboard_url)
 
-    def _launch(
-        self, cmd: list[str], name: str, log=None, worker: bool = False
-    ) -> tuple[subprocess.Popen, Path]:
+    def _launch(self, cmd: list[str], name: str, log=None) -> tuple[subprocess.Popen, Path]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.state_dir / f"{name}.log"
         if log:
@@ -211,7 +187,7 @@ class RayHead:
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=ray_env(worker),
+                env=ray_env(),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=self.cwd,
@@ -267,39 +243,15 @@ class RayHead:
             self.pid_file.unlink(missing_ok=True)
             raise
 
-    def add_worker(
-        self, num_cpus: int | None = None, num_gpus: int | None = None, wait: bool = True, log=None
-    ) -> int:
-        """Start a worker raylet joining this head (its own ports); returns its PID."""
-        before = len(self.nodes())
-        n = len(self._worker_pid_files()) + 1
-        cmd = [
-            sys.executable,
-            "-c",
-            _WORKER_START,
-            "start",
-            f"--address={self.gcs_address}",
-            *self._node_flags(num_cpus, num_gpus),
-            *isolated_port_flags({self.gcs_port, self.dashboard_port}, flags=WORKER_PORT_FLAGS),
-        ]
-        proc, log_path = self._launch(cmd, f"worker-{self.dashboard_port}-{n}", log, worker=True)
-        (self.state_dir / f"worker-{self.dashboard_port}-{n}.pid").write_text(str(proc.pid))
-        if wait:
-            self._wait(proc, log_path, lambda: len(self.nodes()) > before)
-        return proc.pid
-
     def stop(self, timeout_s: float = 5.0) -> bool:
-        """Stop the workers and the head we started (by recorded PID); True if a head stopped.
+        """Stop the head we started (by recorded PID); True if it stopped.
 
         SIGTERM, then SIGKILL after ``timeout_s``: Ray's processes take 15-30 s to leave on
         their own, and a stopped cluster keeps no state worth a graceful exit.
         """
-        files = [*self._worker_pid_files(), self.pid_file]
-        pids = {f: int(f.read_text().strip() or 0) for f in files if f.exists()}
-        for f in pids:
-            f.unlink(missing_ok=True)
-        stopped = _kill_groups([p for p in pids.values() if p], timeout_s)
-        head_stopped = pids.get(self.pid_file, 0) in stopped
+        pid = int(self.pid_file.read_text().strip() or 0) if self.pid_file.exists() else 0
+        self.pid_file.unlink(missing_ok=True)
+        head_stopped = bool(pid) and pid in _kill_groups([pid], timeout_s)
         if head_stopped:  # its sessions, logs and runtime environments: nothing reads them now
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         return head_stopped
