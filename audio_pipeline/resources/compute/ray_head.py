@@ -1,8 +1,8 @@
-"""A Ray cluster on this machine: ``ray start`` processes we start, record and stop by PID.
+"""A Ray head on this machine: a ``ray start --head`` process we start, record and stop by PID.
 
-The head binds and advertises 127.0.0.1 only. Worker raylets (``ray start --address``) join it as
-further nodes on the same machine, each with ports of its own: a multi-node cluster without a
-network. Nothing here ever runs ``ray stop``, which would stop every Ray cluster on the machine.
+The head binds and advertises 127.0.0.1 only (tools/ray_cluster.py adds worker raylets for the
+multi-node tests). Nothing here ever runs ``ray stop``, which would stop every Ray cluster on the
+machine.
 """
 
 from __future__ import annotations
