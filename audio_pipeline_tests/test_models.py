@@ -92,14 +92,9 @@ def test_converted_model_agrees_with_faster_whisper_on_the_sample_corpus(convert
     wer_ct2 = corpus_wer(zip(references, ct2_texts, strict=True))
     print(f"WER transformers {wer_hf:.4f}, faster-whisper {wer_ct2:.4f}")
     assert wer_hf < 0.25 and wer_ct2 < 0.25
-    # Synthetic speech: the engines agree within 2 points (real speech is held to a tighter
-    # bound against faster-whisper's own loop in test_realspeech.py).
+    # Synthetic speech: the engines agree within 2 points. (Packing, the default, is held to
+    # faster-whisper's own loop on real speech in test_readme.py.)
     assert abs(wer_hf - wer_ct2) <= 0.02
-    packed = load_engine("ctranslate2", ct2_model.path, DecodingOptions(pack=True), threads=2)
-    packed_texts = [r.text for r in packed.transcribe(audios)]
-    wer_packed = corpus_wer(zip(references, packed_texts, strict=True))
-    print(f"WER faster-whisper packed {wer_packed:.4f}")
-    assert wer_packed <= wer_ct2 + 0.01
     # The long utterance, in the same call, goes through long-form decoding, with segments
     # covering it.
     long_index = max(range(len(audios)), key=lambda i: len(audios[i]))

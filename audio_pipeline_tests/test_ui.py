@@ -70,33 +70,34 @@ def skip_modal(page) -> None:
         pass
 
 
-def test_ui_shows_the_three_assets_and_the_running_sensor(dagster_dev):
-    with chromium_page() as page:
-        page.goto(f"{dagster_dev}/assets/transcripts?view=lineage&lineageScope=upstream")
-        for name in ("librispeech_audio", "transcription_compute_pool", "transcripts"):
-            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
-        skip_modal(page)
-        page.screenshot(path=str(ARTIFACTS / "asset-lineage.png"))
+def assets_and_sensor_pages(page, dagster_dev) -> None:
+    """The three assets' lineage, the automation overview and the running sensor."""
+    page.goto(f"{dagster_dev}/assets/transcripts?view=lineage&lineageScope=upstream")
+    for name in ("librispeech_audio", "transcription_compute_pool", "transcripts"):
+        page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+    skip_modal(page)
+    page.screenshot(path=str(ARTIFACTS / "asset-lineage.png"))
 
-        page.goto(f"{dagster_dev}/overview/automation")
-        page.get_by_text("new_stage_files_sensor", exact=True).first.wait_for(timeout=60_000)
-        page.get_by_text("transcribe_new_files_schedule", exact=True).first.wait_for(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "automation.png"))
+    page.goto(f"{dagster_dev}/overview/automation")
+    page.get_by_text("new_stage_files_sensor", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("transcribe_new_files_schedule", exact=True).first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "automation.png"))
 
-        page.goto(
-            f"{dagster_dev}/locations/audio_pipeline.definitions:defs/sensors/"
-            "new_stage_files_sensor"
-        )
-        page.get_by_text("Running", exact=True).first.wait_for(timeout=60_000)
-        page.get_by_text("Cursor").first.wait_for(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "sensor.png"))
+    page.goto(
+        f"{dagster_dev}/locations/audio_pipeline.definitions:defs/sensors/new_stage_files_sensor"
+    )
+    page.get_by_text("Running", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("Cursor").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "sensor.png"))
     assert (ARTIFACTS / "asset-lineage.png").stat().st_size > 10_000
     assert (ARTIFACTS / "automation.png").stat().st_size > 10_000
 
 
-def test_ui_shows_each_partitions_own_figures_and_a_readable_failure(
+def test_ui_shows_the_assets_the_sensor_each_partitions_figures_and_a_readable_failure(
     dagster_dev, home, ray_compute, monkeypatch
 ):
+    """One `dagster dev` and one browser: what a user opens first, then a two-partition run's
+    figures per partition and a failed run's message."""
     import dagster as dg
 
     from audio_pipeline.definitions import ASSETS
@@ -145,6 +146,7 @@ def test_ui_shows_each_partitions_own_figures_and_a_readable_failure(
         for key in keys
     }
     with chromium_page() as page:
+        assets_and_sensor_pages(page, dagster_dev)
         for key, other, files in ((keys[0], keys[1], 17), (keys[1], keys[0], 5)):
             page.goto(f"{dagster_dev}/assets/transcripts?view=partitions&partition={key}")
             skip_modal(page)

@@ -56,8 +56,9 @@ def deployment(emulated_account, job_cluster, tmp_path_factory):
     from audio_pipeline.definitions import ASSETS
 
     home = tmp_path_factory.mktemp("sfhome")
-    # a LibriSpeech-layout mirror: LibriSpeech/dev-clean/<speaker>/<chapter>/...
-    shutil.copytree(SAMPLE, home / "mirror" / "LibriSpeech" / "dev-clean")
+    # a LibriSpeech-layout mirror: LibriSpeech/dev-clean/<speaker>/<chapter>/... (one speaker of
+    # the sample: a second partition for the backfill, smaller than the first)
+    shutil.copytree(SAMPLE / "1001", home / "mirror" / "LibriSpeech" / "dev-clean" / "1001")
     connection = account_connection(emulated_account, target_instances=3, min_instances=3)
     env = account_env(emulated_account, connection, home)
     saved = {k: os.environ.get(k) for k in env}
@@ -180,8 +181,9 @@ def test_two_partition_backfill_is_one_ml_job(deployment, sample_ingest):
     assert len(jobs) == 1, [j.id for j in jobs]
     assert run.success, jobs[0].head.text()[-4000:]
     meta = helpers.metadata(run, "transcripts")
-    assert meta["files"] == 22  # dev-clean's files; the sample's are done
-    assert store_rows(d, "SELECT count(*) FROM TRANSCRIPTS WHERE status = 'ok'") == [(44,)]
+    dev_clean = len(list((d["home"] / "mirror").glob("LibriSpeech/dev-clean/*/*/*.flac")))
+    assert meta["files"] == dev_clean == 8  # dev-clean's files; the sample's are done
+    assert store_rows(d, "SELECT count(*) FROM TRANSCRIPTS WHERE status = 'ok'") == [(30,)]
 
 
 def test_a_sensor_tick_over_the_stage_directory_creates_a_partition_and_a_run(deployment):
