@@ -370,9 +370,13 @@ class SnowflakeStage(AudioStage):
     def stage_fqn(self) -> tuple[str, str, str]:
         return self.connection.object_name(self.stage_name)
 
-    def _location(self, directory: str) -> str:
-        base = "@" + identifiers.qualified(*self.stage_fqn)
-        return f"{base}/{identifiers.validate_stage_path(directory)}/" if directory else base
+    def _location(self, path: str, folder: bool = True) -> str:
+        """A stage location in single quotes, so that no file path is ever read as SQL (a
+        ``--`` in a name would otherwise start a comment)."""
+        location = "@" + identifiers.qualified(*self.stage_fqn)
+        if path:
+            location += "/" + identifiers.validate_stage_path(path) + ("/" if folder else "")
+        return f"'{location}'"
 
     def put_command(self, local: Path, path: str) -> str:
         """``PUT 'file://...' @stage/<dir>/ AUTO_COMPRESS=FALSE OVERWRITE=FALSE PARALLEL=n``."""
@@ -591,7 +595,7 @@ class SnowflakeStage(AudioStage):
         if "'" in local_uri:
             raise ValueError(f"local path {local_uri!r} contains a quote")
         path = identifiers.validate_stage_path(path)
-        return f"GET {self._location(path).rstrip('/')} 'file://{local_uri}/'"
+        return f"GET {self._location(path, folder=False)} 'file://{local_uri}/'"
 
     def read_bytes(self, path: str) -> bytes:
         """``GET`` into a temporary folder (not supported by fakesnow; see the tests)."""

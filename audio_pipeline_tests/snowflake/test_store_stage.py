@@ -192,13 +192,18 @@ def test_put_and_get_commands_are_exact(sf_connection, tmp_path):
     db = sf_connection.database
     assert stage.put_command(local, "dev-clean/84/121123/a b.flac".replace(" ", "_")) == (
         f"PUT 'file://{local.resolve().as_posix()}' "
-        f'@"{db}"."AUDIO_TRANSCRIPTION_SCH"."AUDIO_FILES_STAGE"/dev-clean/84/121123/ '
+        f'\'@"{db}"."AUDIO_TRANSCRIPTION_SCH"."AUDIO_FILES_STAGE"/dev-clean/84/121123/\' '
         "AUTO_COMPRESS=FALSE OVERWRITE=FALSE PARALLEL=8"
     )
     assert stage.get_command("dev-clean/84/121123/x.flac", tmp_path) == (
-        f'GET @"{db}"."AUDIO_TRANSCRIPTION_SCH"."AUDIO_FILES_STAGE"/dev-clean/84/121123/x.flac '
+        f'GET \'@"{db}"."AUDIO_TRANSCRIPTION_SCH"."AUDIO_FILES_STAGE"/dev-clean/84/121123/x.flac\' '
         f"'file://{tmp_path.resolve().as_posix()}/'"
     )
+    # a name with "--" stays inside the quoted location (unquoted, it would start a comment)
+    assert stage.put_command(local, "drop/a--b.flac").endswith(
+        '"AUDIO_FILES_STAGE"/drop/\' AUTO_COMPRESS=FALSE OVERWRITE=FALSE PARALLEL=8'
+    )
+    assert "/drop/a--b.flac' 'file://" in stage.get_command("drop/a--b.flac", tmp_path)
     for bad in ("../etc/passwd", "a/'; DROP TABLE t; --/x.flac", "a b/c.flac"):
         with pytest.raises(identifiers.InvalidIdentifierError, match="invalid stage path"):
             stage.put_command(local, bad)

@@ -31,7 +31,6 @@ from .wire import (
     _qualify,
     _result,
     _strip_comments,
-    _unquote_put_target,
     norm_ident,
     split_name,
 )
@@ -230,14 +229,7 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
                 if denied is not None:
                     return JSONResponse(_error(denied))
                 self._record_owner(stripped, token)
-            rewritten = _unquote_put_target(sql)
-            if rewritten != sql:
-                data["sqlText"] = rewritten
-                raw = json.dumps(data).encode()
-                if request.headers.get("Content-Encoding") == "gzip":
-                    raw = gzip.compress(raw)
-                request = _with_body(request, raw)
-            return await fs.query_request(request)
+            return await fs.query_request(fakesnow_http.unquoted_put(request, data))
 
         async def telemetry(_request):
             return JSONResponse({"success": True})
@@ -331,13 +323,3 @@ class EmulatedAccount(DirectoryMixin, PoolsMixin, JobsMixin, StagesMixin, Faults
             return True
         except Exception:
             return False
-
-
-def _with_body(request, body: bytes):
-    """The same request with another body (starlette reads it through ``receive``)."""
-    from starlette.requests import Request
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(request.scope, receive)

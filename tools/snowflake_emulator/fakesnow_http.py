@@ -8,7 +8,8 @@ against a server that is gone by then, and retries forever: a test process that 
 against a real account, and ``Session.close()`` sends ``SYSTEM$CANCEL_ALL_QUERIES(<id>)``.
 
 ``routes()`` is fakesnow's route list with the login answered through fakesnow plus those
-fields, and ``select system$cancel_all_queries(...)`` answered (fakesnow has no such function).
+fields, ``select system$cancel_all_queries(...)`` answered (fakesnow has no such function), and a
+PUT's quoted stage location (``'@stage/p/'``, as Snowflake accepts it) unquoted for fakesnow.
 """
 
 from __future__ import annotations
@@ -51,11 +52,42 @@ async def query(request):
     raw = await request.body()
     if request.headers.get("Content-Encoding") == "gzip":
         raw = gzip.decompress(raw)
-    sql = json.loads(raw).get("sqlText", "")
-    if _CANCEL_ALL.match(sql):
+    data = json.loads(raw)
+    if _CANCEL_ALL.match(data.get("sqlText", "")):
         fs.to_conn(fs.to_token(request))  # a logged-in session only, as Snowflake
         return JSONResponse(cancel_all_answer())
-    return await fs.query_request(request)
+    return await fs.query_request(unquoted_put(request, data))
+
+
+def unquote_put_target(sql: str) -> str:
+    """``PUT 'file://x' '@stage/p'`` → ``PUT 'file://x' @stage/p`` (fakesnow reads the target as a
+    bare name only; Snowflake accepts both, and the pipeline quotes it)."""
+    m = re.match(r"(\s*PUT\s+('[^']*'|\S+)\s+)'(@[^']*)'", sql, re.I | re.S)
+    if not m:
+        return sql
+    return m.group(1) + m.group(3) + sql[m.end() :]
+
+
+def with_body(request, body: bytes):
+    """The same request with another body (starlette reads it through ``receive``)."""
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+def unquoted_put(request, data: dict):
+    """The request, its PUT target unquoted for fakesnow when it was quoted."""
+    sql = data.get("sqlText", "")
+    rewritten = unquote_put_target(sql)
+    if rewritten == sql:
+        return request
+    raw = json.dumps(data | {"sqlText": rewritten}).encode()
+    if request.headers.get("Content-Encoding") == "gzip":
+        raw = gzip.compress(raw)
+    return with_body(request, raw)
 
 
 def cancel_all_answer() -> dict:

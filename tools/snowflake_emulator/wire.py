@@ -103,15 +103,6 @@ def _strip_comments(sql: str) -> str:
     return "\n".join(lines).strip()
 
 
-def _unquote_put_target(sql: str) -> str:
-    """``PUT 'file://x' '@stage/p'`` → ``PUT 'file://x' @stage/p`` (fakesnow reads the target as a
-    bare name only; Snowflake accepts both, and Snowpark quotes it)."""
-    m = re.match(r"(\s*PUT\s+('[^']*'|\S+)\s+)'(@[^']*)'", sql, re.I | re.S)
-    if not m:
-        return sql
-    return m.group(1) + m.group(3) + sql[m.end() :]
-
-
 def _bindings(bindings: dict | None) -> list:
     if not bindings:
         return []
