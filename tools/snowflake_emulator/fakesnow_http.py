@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gzip
 import itertools
 import json
@@ -114,12 +115,23 @@ def cancel_all_answer() -> dict:
     }
 
 
+@functools.cache
+def remove_bucket_at_exit() -> None:
+    """fakesnow keeps stage files in one temporary folder per process, made when it is imported,
+    and never removes it: this process removes it when it exits."""
+    from fakesnow.transforms import stage
+
+    atexit.register(shutil.rmtree, stage.LOCAL_BUCKET_PATH, True)
+
+
 def routes() -> list:
     """fakesnow's routes with the login and the query endpoint above."""
     import logging
 
     import fakesnow.server as fs
     from starlette.routing import Route
+
+    remove_bucket_at_exit()
 
     # fakesnow logs every login and upload at INFO (it sets that level on import): too chatty
     logging.getLogger("fakesnow.server").setLevel(logging.WARNING)
@@ -135,10 +147,6 @@ def routes() -> list:
 def server() -> Iterator[dict]:
     """What ``fakesnow.server()`` does, on the routes above; yields connection kwargs."""
     import uvicorn
-    from fakesnow.transforms import stage
-
-    # fakesnow keeps stage files in one temporary folder per process and never removes it.
-    atexit.register(shutil.rmtree, stage.LOCAL_BUCKET_PATH, True)
     from starlette.applications import Starlette
 
     with contextlib.closing(socket.socket()) as sock:

@@ -182,12 +182,15 @@ class RayHead:
         log_path = self.state_dir / f"{name}.log"
         if log:
             log.info(f"starting Ray {name} (dashboard {self.dashboard_url}); log {log_path}")
+        # The head's processes (and the jobs' drivers and workers they start) make their temp
+        # files inside its temp dir: a worker that is killed leaves nothing in /tmp after stop.
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=ray_env(),
+                env=ray_env() | {"TMPDIR": str(self.temp_dir)},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=self.cwd,
