@@ -70,6 +70,8 @@ class MultiNodeCluster:
     def wait_nodes(self, n: int, timeout_s: float = 90.0) -> list[dict]:
         deadline = time.monotonic() + timeout_s
         while len(nodes := self.nodes()) < n:
+            if self.cluster.proc is None or self.cluster.proc.poll() is not None:
+                raise RuntimeError(f"the cluster's keeper exited; see {self.cluster.log_path}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(nodes)} of {n} Ray nodes alive after {timeout_s} s")
             time.sleep(0.5)

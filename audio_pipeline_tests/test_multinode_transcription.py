@@ -40,8 +40,8 @@ def test_a_long_files_pieces_are_transcribed_on_both_raylets_and_stitched_in_ord
         partition_key=key,
         resources=res,
         instance=instance,
-        # Calls of two pieces: more calls than actors, so both actors take some.
-        run_config={"ops": {"transcripts": {"config": {"batch_size": 2}}}},
+        # One piece per call: more calls than actors, so both actors take some.
+        run_config={"ops": {"transcripts": {"config": {"batch_size": 1}}}},
     )
     assert result.success
     meta = result.asset_materializations_for_node("transcripts")[0].metadata

@@ -5,12 +5,13 @@ on 127.0.0.1 need Ray's own test cluster, ``ray.cluster_utils.Cluster`` (a Devel
 start --address`` rewrites a loopback node address to the host's. The cluster lives in a keeper
 process of its own, so that the caller's ``ray.init`` and the cluster's lifetime stay apart::
 
-    python -m tools.ray_cluster --dir DIR --cpus 2 --gpus 1 [--object-store-mb 512]
+    python -m tools.ray_cluster --dir DIR --temp-dir TMP --gcs-port P --dashboard-port Q \
+        [--cpus 2] [--gpus 1] [--object-store-mb 512]
 
 prints one JSON line when the head is up, then reads commands on stdin, one per line: ``add``
-starts a worker raylet and answers (a JSON line) once it is alive; ``add-nowait`` answers at once
-and lets the raylet join while the caller goes on. End of input, ``stop``, SIGTERM or SIGINT stop
-every node and remove the cluster's temp dir. ``LoopbackCluster`` drives a keeper from Python.
+answers at once (a JSON line) and starts a worker raylet, which joins while the caller goes on.
+End of input, ``stop``, SIGTERM or SIGINT stop every node and remove ``TMP/ray``.
+``LoopbackCluster`` drives a keeper from Python (and waits for a node where asked).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -38,26 +40,36 @@ _PORT_ARGS = {"dashboard-agent-grpc-port": "metrics_agent_port"}
 
 
 def _port_args(taken: set[int], head: bool) -> dict[str, int]:
-    """Every Ray service of one node on a free loopback port of its own, all distinct."""
+    """Every Ray service of one node on a free loopback port of its own, distinct from every
+    port (and worker port range) an earlier node of the cluster took; ``taken`` grows."""
     flags = tuple(f for f in ISOLATED_PORT_FLAGS if head or f != "ray-client-server-port")
     args = {}
     for flag in isolated_port_flags(taken, flags=flags):
         name, value = flag.removeprefix("--").split("=")
         args[_PORT_ARGS.get(name, name.replace("-", "_"))] = int(value)
+    taken.update(v for k, v in args.items() if not k.endswith("worker_port"))
+    taken.update(range(args["min_worker_port"], args["max_worker_port"] + 1))
     return args
 
 
 def keeper(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.ray_cluster")
     parser.add_argument("--dir", required=True, help="the worker logs go here")
-    parser.add_argument("--temp-dir", required=True, help="Ray's session files (removed at exit)")
+    parser.add_argument(
+        "--temp-dir",
+        required=True,
+        help="Ray's session files go in <temp-dir>/ray (removed at exit)",
+    )
     parser.add_argument("--gcs-port", type=int, required=True)
     parser.add_argument("--dashboard-port", type=int, required=True)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--gpus", type=int, default=0, help="logical GPUs per node")
     parser.add_argument("--object-store-mb", type=int, default=512)
     args = parser.parse_args(argv)
-
+    # before Ray is imported: the cluster's address file and sessions under <temp-dir>/ray, and
+    # every node on 127.0.0.1 (Ray otherwise advertises the host's address)
+    os.environ["RAY_TMPDIR"] = args.temp_dir
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from ray.cluster_utils import Cluster
 
     out_dir = Path(args.dir)
@@ -80,8 +92,11 @@ def keeper(argv: list[str] | None = None) -> int:
     def stop(*_sig) -> None:
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def own_signals() -> None:  # each node Ray starts installs its own SIGTERM handler
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    own_signals()
     try:
         cluster = Cluster(
             initialize_head=True,
@@ -94,36 +109,36 @@ def keeper(argv: list[str] | None = None) -> int:
                 "dashboard_port": args.dashboard_port,
             },
         )
+        own_signals()
         reply({"gcs_address": cluster.address, "pid": os.getpid()})
         workers = 0
-
-        def add(n: int, wait: bool):
-            node = cluster.add_node(wait=wait, **common, **_port_args(taken, head=False))
-            log = out_dir / f"worker-{n}.log"
-            log.write_text(
-                f"worker raylet {n}: 127.0.0.1, {args.cpus} CPU, {args.gpus} GPU; "
-                f"Ray logs in {node.get_logs_dir_path()}\n"
-            )
-            return node
-
         for line in sys.stdin:
             command = line.strip()
             if command == "stop":
                 break
-            if command in ("add", "add-nowait"):
-                workers += 1
-                if command == "add":
-                    add(workers, True)
-                    reply({"added": workers})
-                else:  # the caller goes on while the raylet starts (Ray's nodes: main thread)
-                    reply({"adding": workers})
-                    add(workers, False)
-            else:
+            if command != "add":
                 reply({"error": f"unknown command {command!r}"})
+                continue
+            # Answered at once: the caller goes on (a node joining a running job) or waits for the
+            # node to register with its own deadline; Ray's own wait gives up after 30 s on a
+            # busy machine. A node that fails to start is in this keeper's log (stderr).
+            workers += 1
+            reply({"adding": workers})
+            try:
+                node = cluster.add_node(wait=False, **common, **_port_args(taken, head=False))
+            except Exception as e:  # the cluster goes on without it
+                print(f"worker raylet {workers} did not start: {e!r}", file=sys.stderr, flush=True)
+                continue
+            finally:
+                own_signals()
+            (out_dir / f"worker-{workers}.log").write_text(
+                f"worker raylet {workers}: 127.0.0.1, {args.cpus} CPU, {args.gpus} GPU; "
+                f"Ray logs in {node.get_logs_dir_path()}\n"
+            )
     finally:
         if cluster is not None:
             cluster.shutdown()
-        shutil.rmtree(args.temp_dir, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)  # only what this keeper made
     return 0
 
 
@@ -175,24 +190,26 @@ class LoopbackCluster:
             # keeps every node on 127.0.0.1 (Ray otherwise advertises the host's address)
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_TMPDIR": str(self.temp_dir),
+            # the nodes' processes and the jobs they run make their temp files in it too
+            "TMPDIR": str(self.temp_dir),
         }
         env.pop("RAY_ADDRESS", None)
         cmd = [sys.executable, "-m", "tools.ray_cluster", "--dir", str(self.workdir)]
         cmd += ["--temp-dir", str(self.temp_dir), "--gcs-port", str(self.gcs_port)]
         cmd += ["--dashboard-port", str(self.dashboard_port), "--cpus", str(self.cpus_per_node)]
         cmd += ["--gpus", str(self.gpus_per_node), "--object-store-mb", str(self.object_store_mb)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-                text=True,
-                cwd=Path(__file__).resolve().parents[1],
-                start_new_session=True,
-            )
         try:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                    text=True,
+                    cwd=Path(__file__).resolve().parents[1],
+                    start_new_session=True,
+                )
             self._read()
             self._wait(lambda: len(self.nodes()) >= 1)
         except BaseException:
@@ -201,7 +218,12 @@ class LoopbackCluster:
         return self
 
     def _read(self) -> dict:
+        """The keeper's next answer, within the start deadline."""
         assert self.proc is not None and self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(self.start_timeout_s):
+                raise TimeoutError(f"the Ray cluster keeper did not answer; see {self.log_path}")
         line = self.proc.stdout.readline()
         if not line:
             tail = self.log_path.read_text(errors="replace")[-3000:]
@@ -223,7 +245,7 @@ class LoopbackCluster:
     def add_worker(self, wait: bool = True) -> int:
         """Start a worker raylet; with ``wait``, return once it is alive. Its number (1, 2, ...)."""
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write("add\n" if wait else "add-nowait\n")
+        self.proc.stdin.write("add\n")
         self.proc.stdin.flush()
         self._read()
         self.workers += 1
@@ -234,20 +256,24 @@ class LoopbackCluster:
     def stop(self, timeout_s: float = 30.0) -> None:
         """End the keeper (its nodes with it); SIGKILL the process group if it does not leave."""
         proc, self.proc = self.proc, None
-        if proc is not None:
-            try:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                proc.wait(timeout_s)
-            except (subprocess.TimeoutExpired, BrokenPipeError):
-                pass
-            finally:
+        try:
+            if proc is not None:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
+                    if proc.stdin is not None:
+                        proc.stdin.close()
+                    proc.wait(timeout_s)
+                except (subprocess.TimeoutExpired, BrokenPipeError):
                     pass
-                proc.wait()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+                finally:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    proc.wait()
+                    if proc.stdout is not None:
+                        proc.stdout.close()
+        finally:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> LoopbackCluster:
         return self.start()

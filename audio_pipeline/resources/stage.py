@@ -379,7 +379,7 @@ class SnowflakeStage(AudioStage):
         return f"'{location}'"
 
     def put_command(self, local: Path, path: str) -> str:
-        """``PUT 'file://...' @stage/<dir>/ AUTO_COMPRESS=FALSE OVERWRITE=FALSE PARALLEL=n``."""
+        """``PUT 'file://...' '@stage/<dir>/' AUTO_COMPRESS=FALSE OVERWRITE=FALSE PARALLEL=n``."""
         local_uri = Path(local).resolve().as_posix()
         if "'" in local_uri:
             raise ValueError(f"local path {local_uri!r} contains a quote")

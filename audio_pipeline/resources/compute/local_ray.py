@@ -99,7 +99,7 @@ class LocalRayCompute(TranscriptionCompute):
         }
 
     def stop(self, timeout_s: float = 5.0) -> bool:
-        """Stop the head (and workers) this project started; True when a head was stopped."""
+        """Stop the head this project started; True when it was stopped."""
         return self.head.stop(timeout_s)
 
     def stop_run_jobs(self, run_id: str) -> list[str]:

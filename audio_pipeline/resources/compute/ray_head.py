@@ -257,4 +257,8 @@ class RayHead:
         head_stopped = bool(pid) and pid in _kill_groups([pid], timeout_s)
         if head_stopped:  # its sessions, logs and runtime environments: nothing reads them now
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+            # a job's driver runs in a session of its own, which Ray ends within a second of
+            # the head: what it wrote meanwhile goes too
+            time.sleep(1.0)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
         return head_stopped
