@@ -233,7 +233,8 @@ def metadata(result, node: str) -> dict:
 def tick(res: dict, instance, cursor=None, sensor=None, add_partitions: bool = True):
     """One tick of the new-file sensor, as the daemon runs it (its partitions added after)."""
     sensor = sensor or build_new_stage_files_sensor()
-    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=res))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res) as context:
+        result = sensor(context)
     if add_partitions and result.run_requests:
         keys = [r.partition_key for r in result.run_requests]
         instance.add_dynamic_partitions(transcript_batches.name, keys)

@@ -14,13 +14,13 @@ import json
 import dagster as dg
 import pytest
 
-from audio_pipeline.partitions import transcript_batches
 from audio_pipeline.resources.stage import SnowflakeStage
 from audio_pipeline.resources.warehouse import SnowflakeStore
-from audio_pipeline.sensors import NewFilesSettings, build_new_stage_files_sensor
+from audio_pipeline.sensors import NewFilesSettings
 from tools.snowflake_emulator import EmulatedAccount
 from tools.snowflake_emulator.costs import needs_warehouse
 
+from .. import helpers
 from ..helpers import account_connection
 
 SESSION = ("USE", "COMMIT", "ROLLBACK")  # what the connection wrapper sends around a tick
@@ -54,16 +54,12 @@ def put(res, tmp_path, names):
 
 
 def tick(res, instance, cursor=None):
-    """One tick as the daemon runs it: the statements it sent, its result; partitions added."""
+    """One tick as the daemon runs it (helpers.tick): its result, its batches and the
+    statements it sent."""
     account_log = res["account"].received
     start = len(account_log)
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=res["resources"]
-    ) as ctx:
-        result = build_new_stage_files_sensor()(ctx)
+    result = helpers.tick(res["resources"], instance, cursor)
     keys = [r.partition_key for r in result.run_requests]
-    if keys:
-        instance.add_dynamic_partitions(transcript_batches.name, keys)
     return result, keys, account_log[start:]
 
 

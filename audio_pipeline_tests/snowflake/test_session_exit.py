@@ -27,6 +27,7 @@ CHILD = textwrap.dedent(
     else:  # fakesnow as it ships: no master token, so the connector cannot log out
         import fakesnow
         server = fakesnow.server()
+        fakesnow_http.remove_bucket_at_exit()  # its stage folder, if this process exits
     with server as kwargs:
         os.environ.update({
             "SNOWFLAKE_ACCOUNT": kwargs["account"], "SNOWFLAKE_USER": kwargs["user"],
