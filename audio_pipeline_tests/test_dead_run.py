@@ -2,7 +2,7 @@
 
 Really started: `dagster dev` with the dagster.yaml that `make dev` writes, the session's Ray
 head, the new-file sensor launching the run; fail_dead_runs and stop_orphaned_jobs tick
-every 5 s here.
+every 2 s here.
 """
 
 import os
@@ -36,7 +36,7 @@ def test_a_killed_run_is_marked_failed_and_its_ray_job_stopped(tmp_path, ray_com
         "DAGSTER_HOME": str(dagster_home),
         "AUDIO_PIPELINE_RAY_PORT": str(ray_compute.gcs_port),
         "AUDIO_PIPELINE_RAY_DASHBOARD_PORT": str(ray_compute.dashboard_port),
-        "AUDIO_PIPELINE_SENSOR_INTERVAL_S": "5",
+        "AUDIO_PIPELINE_SENSOR_INTERVAL_S": "2",
     }
     env.pop("RAY_ADDRESS", None)
     instance = dg.DagsterInstance.from_config(str(dagster_home))

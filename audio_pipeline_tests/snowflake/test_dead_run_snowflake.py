@@ -5,7 +5,7 @@ Really started: `dagster dev` on the snowflake profile against an emulated accou
 and the ML Jobs SDK are real), the new-file sensor launching the run from files PUT to the
 stage. The job waits for its nodes (PENDING, billed on a real account from the nodes' start), as
 a 5-node job does while its pool resumes. ``kill -9`` of the run's process; fail_dead_runs and
-stop_orphaned_jobs tick every 5 s here.
+stop_orphaned_jobs tick every 2 s here.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_a_killed_runs_ml_job_is_cancelled(tmp_path):
             "AUDIO_PIPELINE_PROFILE": "snowflake",
             "AUDIO_PIPELINE_HOME": str(home),
             "DAGSTER_HOME": str(dagster_home),
-            "AUDIO_PIPELINE_SENSOR_INTERVAL_S": "5",
+            "AUDIO_PIPELINE_SENSOR_INTERVAL_S": "2",
             "AUDIO_PIPELINE_JOB_NODES": "1",
             "SNOWFLAKE_ACCOUNT": "emulated",
             "SNOWFLAKE_USER": "dead-run",

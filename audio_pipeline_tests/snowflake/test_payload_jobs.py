@@ -110,10 +110,11 @@ def test_ingest_job_on_the_emulated_account(acct_connection, emulated_account, t
 def test_a_hub_model_is_downloaded_once_then_loaded_from_the_models_stage(
     acct_connection, emulated_account, tmp_path
 ):
-    """Three transcription jobs with a pinned Hub model: the first downloads it from the Hub (a
+    """Two transcription jobs with a pinned Hub model: the first downloads it from the Hub (a
     stand-in on 127.0.0.1, HF_ENDPOINT) and copies it to the models stage; the second, on a new
-    node (an empty home), downloads nothing from the Hub and GETs it from the stage; the third,
-    on that node again, reads only the stage's manifest. The model is tiny.en (transformers)."""
+    node (an empty home), downloads nothing from the Hub and GETs it from the stage. The model is
+    tiny.en (transformers). That a node which has the model GETs nothing but the manifest is
+    held in test_stage_reads, on model_stage itself."""
     from audio_pipeline.transcription import model_stage
     from audio_pipeline.transcription.convert import ensure_converted
     from audio_pipeline.transcription.models import bundled_ct2_path
@@ -165,14 +166,13 @@ def test_a_hub_model_is_downloaded_once_then_loaded_from_the_models_stage(
     try:
         first = job(tmp_path / "node-a")
         second = job(tmp_path / "node-b")
-        third = job(tmp_path / "node-b")
     finally:
         emulated_account.extra_env.pop("HF_ENDPOINT", None)
         hub.close()
     assert first >= 3  # config, tokenizer, weights...: from the Hub, once
-    assert second == first and third == first  # the later jobs asked the Hub for nothing
+    assert second == first  # the second job asked the Hub for nothing
     manifest = f"/models/test-org/whisper-tiny.en/{revision}/{model_stage.COMPLETE}"
     weights = [s for s in model_gets[1] if s.split("'")[1].endswith("model.safetensors")]
     assert len(weights) == 1  # node-b's copy, from the stage
-    assert [s for s in model_gets[2]] == [s for s in model_gets[2] if manifest in s]
+    assert any(manifest in s for s in model_gets[1])
     assert (tmp_path / "node-b" / "models" / "staged").is_dir()

@@ -51,7 +51,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("server", ["patched", "as-shipped"])
 def test_the_process_exits_after_the_account_is_gone(server):
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, server, "8"],  # network timeout (s): bounds the exit
+        [sys.executable, "-c", CHILD, server, "4"],  # network timeout (s): bounds the exit
         cwd=REPO,
         capture_output=True,
         text=True,
