@@ -223,11 +223,15 @@ def materialize(
     )
 
 
-def metadata(result, node: str) -> dict:
-    """The plain values of ``node``'s last materialization in ``result``."""
-    return {
-        k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()
-    }
+def metadata(result, node: str, partition: str | None = None) -> dict:
+    """The plain values of ``node``'s last materialization in ``result`` (of ``partition``: a
+    run over several partitions reports them in no set order)."""
+    found = [
+        m
+        for m in result.asset_materializations_for_node(node)
+        if partition is None or m.partition == partition
+    ]
+    return {k: v.value for k, v in found[-1].metadata.items()}
 
 
 def tick(res: dict, instance, cursor=None, sensor=None, add_partitions: bool = True):

@@ -192,10 +192,10 @@ def test_messages_unreadable_past_the_error_window_cancel_the_job(
 def test_a_writer_cut_off_for_a_while_still_delivers_closed(
     acct_connection, emulated_account, payload_dir
 ):
-    """Every PUT of the job's chunks refused for 12 s from the first one (a lost minute, scaled
+    """Every PUT of the job's chunks refused for 6 s from the first one (a lost minute, scaled
     down through the writer's settings): the job still ends with ``closed`` and its
     materialization; nothing is lost."""
-    refusal = emulated_account.refuse(r"^PUT\s.*/pipes/", seconds=12, from_first_hit=True)
+    refusal = emulated_account.refuse(r"^PUT\s.*/pipes/", seconds=6, from_first_hit=True)
     before = set(emulated_account.jobs)
     try:
         result = dg.materialize(

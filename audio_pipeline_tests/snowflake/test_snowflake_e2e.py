@@ -180,7 +180,7 @@ def test_two_partition_backfill_is_one_ml_job(deployment, sample_ingest):
     jobs = new_jobs(d, before)
     assert len(jobs) == 1, [j.id for j in jobs]
     assert run.success, jobs[0].head.text()[-4000:]
-    meta = helpers.metadata(run, "transcripts")
+    meta = helpers.metadata(run, "transcripts", "librispeech-dev-clean")
     dev_clean = len(list((d["home"] / "mirror").glob("LibriSpeech/dev-clean/*/*/*.flac")))
     assert meta["files"] == dev_clean == 8  # dev-clean's own figures (one per partition)
     assert store_rows(d, "SELECT count(*) FROM TRANSCRIPTS WHERE status = 'ok'") == [(30,)]

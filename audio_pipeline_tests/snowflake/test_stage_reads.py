@@ -129,8 +129,8 @@ def pipes_message(method: str, **params) -> dict:
 
 
 def test_a_writer_that_loses_the_endpoint_for_a_while_still_delivers_closed(container):
-    """The writer's connection is refused for 15 s (a lost minute, scaled down: several times the
-    network timeout of 2 s and the longest backoff of 5 s) and the container's token is
+    """The writer's connection is refused for 9 s (a lost minute, scaled down: several times the
+    network timeout of 2 s and more than the longest backoff of 5 s) and the container's token is
     refreshed meanwhile, the old one expiring:
     the upload thread lives on, logs in again with the new token and every message arrives once,
     in order, ``closed`` last."""
@@ -150,7 +150,7 @@ def test_a_writer_that_loses_the_endpoint_for_a_while_still_delivers_closed(cont
     with channel.buffered_upload_loop():
         channel.write_message(sent[0])
         time.sleep(1.5)  # a first chunk on the first connection
-        refusal = account.refuse(r"^PUT\s.*/pipes/lost-minute/", seconds=15)
+        refusal = account.refuse(r"^PUT\s.*/pipes/lost-minute/", seconds=9)
         old = token.read_text()
         token.write_text(f"{old}-refreshed")
         account.expire_tokens([old])
