@@ -43,8 +43,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python -m audio_pipeline.cli demo --subset $(SUBSET) $(if $(DEBUG),--debug)
 
+# Two workers (TEST_WORKERS=0: one process): half the end-to-end tier's time is waiting (Ray job
+# start, Pipes polls, timeouts), which the other worker fills.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -ra --durations=30 audio_pipeline_tests
+	$(BIN)/python -m pytest -ra --durations=30 -n $(TEST_WORKERS) audio_pipeline_tests
 
 test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow" audio_pipeline_tests

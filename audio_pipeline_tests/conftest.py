@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from .helpers import SAMPLE_TREE, free_port
+from .helpers import SAMPLE_TREE, SYSTEM_TMPDIR, free_port
 
 
 @pytest.fixture
@@ -175,6 +176,21 @@ def pytest_configure(config):
     from tools import exit_on_sigterm
 
     exit_on_sigterm()
+    _temp_files_in_a_directory_of_the_sessions(config)
+
+
+def _temp_files_in_a_directory_of_the_sessions(config) -> None:
+    """Whatever the tests start (Ray heads, pip, Chromium, Dagster, the emulated account) makes
+    its temp files under one directory of this session's (TMPDIR), removed at the session's end;
+    pytest's own ``tmp_path`` folders stay in the system's temp dir (PYTEST_DEBUG_TEMPROOT)."""
+    if SYSTEM_TMPDIR in os.environ:  # an xdist worker, or a test's own pytest: already moved
+        return
+    system = tempfile.gettempdir()
+    session = tempfile.mkdtemp(prefix="apt-", dir=system)  # short: Ray's socket paths go in it
+    os.environ |= {SYSTEM_TMPDIR: system, "TMPDIR": session}
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", system)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    config.add_cleanup(lambda: shutil.rmtree(session, ignore_errors=True))
 
 
 # Tiers: `make test-fast` (-m "not slow") starts no subprocess and no Ray; a test that needs a
@@ -192,6 +208,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands tests out in order
+        # the longest tests first, then the end-to-end tier, then the unit tier, whose short
+        # tests fill both workers' ends
+        items.sort(key=lambda item: [item.get_closest_marker(m) is None for m in ("long", "slow")])
 
 
 class _NoSubprocess(subprocess.Popen):

@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import shutil
 import tarfile
 import threading
@@ -33,6 +34,14 @@ SAMPLE_TREE = BUNDLED_ROOT / "sample"
 # Real speech (CC BY 4.0) beside the repository: ../shared/data/realspeech
 MIRROR = REPO_ROOT.parent / "shared" / "data" / "realspeech"
 REALSPEECH = MIRROR / "LibriSpeech" / "dev-real"
+# Virtual environments a test builds once and keeps for the next session (outside the repository:
+# the README test finds no new file in it while other tests run beside it).
+TEST_ENVS = Path(
+    os.environ.get("AUDIO_PIPELINE_TEST_CACHE", Path.home() / ".cache" / "audio_pipeline")
+)
+# The system's temp dir, before the session moved TMPDIR (conftest): the README test runs
+# `make demo` with it and measures it, while other tests run beside it (two xdist workers).
+SYSTEM_TMPDIR = "AUDIO_PIPELINE_TESTS_SYSTEM_TMPDIR"
 # What a user must never see from a healthy run (the demo's terminal or its log).
 NOISE = (
     "constructor arguments in the object store",
@@ -330,8 +339,6 @@ class FakeHub:
 def faster_whisper_alone(tree: Path) -> dict[str, tuple[str, str]]:
     """utterance id -> (reference, text) from faster-whisper's own loop on bundled tiny.en (int8,
     greedy): the yardstick the pipeline's accuracy on real speech is held to."""
-    import os
-
     from faster_whisper import WhisperModel
 
     from audio_pipeline.transcription import librispeech

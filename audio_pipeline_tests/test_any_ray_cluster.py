@@ -4,8 +4,6 @@ Really started: Ray heads of their own (``ray start --head`` on loopback) — on
 another checkout's directory, one from a virtual environment that has Ray but not this project.
 """
 
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +17,7 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.resources.compute import LocalRayCompute
 from audio_pipeline.resources.compute.ray_head import RayHead
 
-from .helpers import SAMPLE_TREE, free_port, make_resources, sensor_batches
+from .helpers import SAMPLE_TREE, TEST_ENVS, free_port, make_resources, sensor_batches
 
 FILES = 4  # few files: what is tested is where the code comes from, not throughput
 
@@ -89,16 +87,9 @@ def test_a_head_started_from_another_checkout_runs_this_checkouts_payload(tmp_pa
         head.stop()
 
 
-def drop_runtime_envs(head: RayHead) -> None:
-    """Delete the pip environments the head's session built (about 1.5 GB under /tmp/ray)."""
-    for log in head.state_dir.glob("head-*.log"):
-        for session in set(re.findall(r"/tmp/ray/session_[0-9_-]+", log.read_text())):
-            shutil.rmtree(Path(session) / "runtime_resources", ignore_errors=True)
-
-
 def ray_only_venv(cache: Path) -> Path:
     """A virtual environment with Ray (``ray[default]``, this project's Ray version) and nothing
-    of this project; built once, kept under the project's home for the next test session."""
+    of this project; built once, kept in ``cache`` for the next test session."""
     import ray
 
     venv = cache / f"ray-only-{ray.__version__}"
@@ -118,9 +109,9 @@ def ray_only_venv(cache: Path) -> Path:
     return venv
 
 
+@pytest.mark.long
 def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home, instance):
-    cache = Path(os.environ.get("AUDIO_PIPELINE_TEST_CACHE", Path.cwd() / ".audio_pipeline"))
-    venv = ray_only_venv(cache / "test-envs")
+    venv = ray_only_venv(TEST_ENVS)
     head = start_head(tmp_path / "ray", ray_bin=str(venv / "bin" / "ray"), cwd=tmp_path)
     try:
         # address given, python not: the job runs the cluster's python in a runtime
@@ -131,8 +122,7 @@ def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home,
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
         assert rows(home) == [(FILES, FILES)]
     finally:
-        head.stop()
-        drop_runtime_envs(head)
+        head.stop()  # its temp dir goes with it: the pip environment it built (1.5 GB)
 
 
 def test_only_a_cluster_running_this_python_goes_without_pip(tmp_path):

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIRROR, NOISE, REALSPEECH, REPO_ROOT, faster_whisper_alone, free_port
+from .helpers import (
+    MIRROR,
+    NOISE,
+    REALSPEECH,
+    REPO_ROOT,
+    SYSTEM_TMPDIR,
+    faster_whisper_alone,
+    free_port,
+)
 
 README = REPO_ROOT / "README.md"
 
@@ -79,10 +87,10 @@ def test_every_readme_command_is_run_or_says_why_not():
     assert found == listed, "README commands changed: list each in RUN or NOT_RUN of this test"
 
 
-def _size(root: Path, skip: Path) -> int:
+def _size(root: Path, skip: set[Path]) -> int:
     total = 0
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda _e: None):
-        if Path(dirpath) == skip or skip in Path(dirpath).parents:
+        if Path(dirpath) in skip:
             dirnames[:] = []
             continue
         for name in filenames:
@@ -98,7 +106,12 @@ def _repo_files() -> set[str]:
         ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return {line for line in out.stdout.splitlines() if "__pycache__" not in line}
+    # not counted: bytecode, and the UI test's screenshots (it may run beside this test)
+    return {
+        line
+        for line in out.stdout.splitlines()
+        if "__pycache__" not in line and not line[3:].startswith("artifacts/")
+    }
 
 
 def _run(command: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -123,6 +136,7 @@ def assert_healthy_demo(proc: subprocess.CompletedProcess, home: Path, dashboard
         assert noise not in proc.stdout + log, [ln for ln in log.splitlines() if noise in ln][:3]
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.skipif(not MIRROR.is_dir(), reason=f"real-speech set not found at {MIRROR}")
 def test_readme_commands_run_as_written_and_leave_nothing_behind(tmp_path, monkeypatch):
@@ -135,14 +149,19 @@ def test_readme_commands_run_as_written_and_leave_nothing_behind(tmp_path, monke
         for k, v in os.environ.items()
         if k not in ("LIBRISPEECH_MIRROR", "SUBSET", "DAGSTER_HOME", "RAY_ADDRESS", "DEBUG")
     }
+    tmp = Path(os.environ[SYSTEM_TMPDIR])  # /tmp, unless the user's TMPDIR says otherwise
     env |= {
+        "TMPDIR": str(tmp),  # the demos use the system's temp dir, as a user's would
         "AUDIO_PIPELINE_HOME": str(home),
         "AUDIO_PIPELINE_PROFILE": "local",
         "AUDIO_PIPELINE_RAY_PORT": str(free_port()),
         "AUDIO_PIPELINE_RAY_DASHBOARD_PORT": str(dashboard_port),
     }
-    tmp = Path("/tmp")
-    before_tmp, before_repo = _size(tmp, tmp_path), _repo_files()
+    # Not counted: pytest's tmp_path folders (this test's home among them) and the temp dir of
+    # the other tests, which run beside this one (conftest: all but this test's demos use it).
+    pytest_root = next(p for p in tmp_path.parents if p.name.startswith("pytest-of-"))
+    skip = {pytest_root, Path(os.environ["TMPDIR"])}
+    before_tmp, before_repo = _size(tmp, skip), _repo_files()
     # In README order: the query reads what the demos wrote.
     expect = {normalized(c): needles for c, needles in RUN.items()}
     try:
@@ -179,8 +198,8 @@ def test_readme_commands_run_as_written_and_leave_nothing_behind(tmp_path, monke
         levels = [e.level for r in runs for e in instance.all_logs(r.run_id)]
         assert levels and max(levels) < 40  # logging.ERROR
     assert _repo_files() == before_repo
-    grown = _size(tmp, tmp_path) - before_tmp
-    assert grown < 20 * 1024 * 1024, f"/tmp grew by {grown / 2**20:.1f} MB"
+    grown = _size(tmp, skip) - before_tmp
+    assert grown < 20 * 1024 * 1024, f"{tmp} grew by {grown / 2**20:.1f} MB"
     assert_real_speech_wer_within_0_3_points_of_faster_whisper_alone(home)
 
 

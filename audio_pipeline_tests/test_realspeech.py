@@ -49,6 +49,7 @@ def test_a_local_mirror_folder_offers_subsets_the_catalogue_does_not_list(tmp_pa
     assert "'dev-real'" in out and "'dev-clean'" in out
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs_realspeech
 def test_bench_runs_on_three_real_files_and_writes_its_results(tmp_path):

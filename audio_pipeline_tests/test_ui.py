@@ -93,6 +93,7 @@ def assets_and_sensor_pages(page, dagster_dev) -> None:
     assert (ARTIFACTS / "automation.png").stat().st_size > 10_000
 
 
+@pytest.mark.long
 def test_ui_shows_the_assets_the_sensor_each_partitions_figures_and_a_readable_failure(
     dagster_dev, home, ray_compute, monkeypatch
 ):

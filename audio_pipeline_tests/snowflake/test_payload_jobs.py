@@ -107,6 +107,7 @@ def test_ingest_job_on_the_emulated_account(acct_connection, emulated_account, t
     assert sorted(p.file_path for p in pending) == sorted(listed)
 
 
+@pytest.mark.long
 def test_a_hub_model_is_downloaded_once_then_loaded_from_the_models_stage(
     acct_connection, emulated_account, tmp_path
 ):

@@ -36,6 +36,7 @@ def longform(tmp_path_factory):
     return tree.parent, refs
 
 
+@pytest.mark.long
 def test_long_files_are_cut_at_pauses_and_stitched_as_accurately_as_faster_whispers_loop(
     longform,
 ):

@@ -19,6 +19,8 @@ import pytest
 
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
+from ..helpers import TEST_ENVS
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +73,7 @@ def test_requirements_have_lower_bounds_and_transformers_supports_dtype():
 def test_pure_parts_run_under_the_minimum_versions(tmp_path_factory):
     pins = minimum_pins()
     key = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
-    venv = Path.home() / ".cache" / "audio_pipeline" / f"minreq-{key}"
+    venv = TEST_ENVS / f"minreq-{key}"
     python = venv / "bin" / "python"
     if not (venv / ".ok").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
