@@ -17,6 +17,7 @@ def ray_jobs(compute):
     return JobSubmissionClient(compute.dashboard_url).list_jobs()
 
 
+@pytest.mark.long
 def test_backfill_of_three_partitions_is_one_job_over_their_union(home, instance, ray_compute):
     res = make_resources(home, ray_compute=ray_compute)
     stage_sample(home, odd_names=True, short_only=True)  # long files: test_multinode_*, e2e

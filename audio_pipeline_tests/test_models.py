@@ -78,6 +78,7 @@ def sample_corpus():
     return [refs[u.relative_path] for u in utts], audios
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_converted_model_agrees_with_faster_whisper_on_the_sample_corpus(converted, tmp_path):
     references, audios = sample_corpus()

@@ -94,6 +94,7 @@ def test_bench_shapes_are_short_clips_the_long_form_set_and_a_large_job(tmp_path
         main(["--shapes", "short,huge"])
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs_realspeech
 def test_bench_profile_runs_on_three_real_files_and_accounts_for_the_job(tmp_path):

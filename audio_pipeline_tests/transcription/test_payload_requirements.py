@@ -70,6 +70,7 @@ def test_requirements_have_lower_bounds_and_transformers_supports_dtype():
     assert {"dagster-pipes", "soundfile", "librosa", "transformers"} <= set(pins)
 
 
+@pytest.mark.long
 def test_pure_parts_run_under_the_minimum_versions(tmp_path_factory):
     pins = minimum_pins()
     key = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
