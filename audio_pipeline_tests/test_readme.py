@@ -139,7 +139,9 @@ def assert_healthy_demo(proc: subprocess.CompletedProcess, home: Path, dashboard
 @pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.skipif(not MIRROR.is_dir(), reason=f"real-speech set not found at {MIRROR}")
-def test_readme_commands_run_as_written_and_leave_nothing_behind(tmp_path, monkeypatch):
+def test_readme_commands_run_as_written_and_leave_nothing_behind(
+    tmp_path, tmp_path_factory, monkeypatch
+):
     import dagster as dg
 
     home = tmp_path / "home"
@@ -157,10 +159,11 @@ def test_readme_commands_run_as_written_and_leave_nothing_behind(tmp_path, monke
         "AUDIO_PIPELINE_RAY_PORT": str(free_port()),
         "AUDIO_PIPELINE_RAY_DASHBOARD_PORT": str(dashboard_port),
     }
-    # Not counted: pytest's tmp_path folders (this test's home among them) and the temp dir of
-    # the other tests, which run beside this one (conftest: all but this test's demos use it).
-    pytest_root = next(p for p in tmp_path.parents if p.name.startswith("pytest-of-"))
-    skip = {pytest_root, Path(os.environ["TMPDIR"])}
+    # Not counted: this session's tmp_path folders (this test's home among them; every xdist
+    # worker's) and the temp dir of the other tests, which run beside this one (conftest).
+    base = tmp_path_factory.getbasetemp()
+    skip = {base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base}
+    skip.add(Path(os.environ["TMPDIR"]))
     before_tmp, before_repo = _size(tmp, skip), _repo_files()
     # In README order: the query reads what the demos wrote.
     expect = {normalized(c): needles for c, needles in RUN.items()}
