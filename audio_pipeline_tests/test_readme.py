@@ -18,6 +18,7 @@ faster-whisper's own loop on the same model (the demo is the pipeline run this i
 import os
 import re
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,21 @@ NOT_RUN = {
     "LIBRISPEECH_MIRROR=/data make demo SUBSET=test-other": "needs LibriSpeech test-other at "
     "/data; the same form runs above on the real-speech mirror",
 }
+
+
+RAY_AGENT_DEFAULT_PORT = 52365  # ray start --dashboard-agent-listen-port's default
+
+
+def _hold(port: int) -> socket.socket | None:
+    """A listening socket on 127.0.0.1:``port``; None when something else holds it already."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen()
+    return sock
 
 
 def normalized(command: str) -> str:
@@ -167,6 +183,9 @@ def test_readme_commands_run_as_written_and_leave_nothing_behind(
     before_tmp, before_repo = _size(tmp, skip), _repo_files()
     # In README order: the query reads what the demos wrote.
     expect = {normalized(c): needles for c, needles in RUN.items()}
+    # Ray's default port for a node's job agent, held as another cluster on this machine would
+    # hold it: the demo's head takes free ports for its internal services.
+    squatter = _hold(RAY_AGENT_DEFAULT_PORT)
     try:
         for command in readme_commands(README.read_text()):
             if normalized(command) not in expect:
@@ -187,6 +206,8 @@ def test_readme_commands_run_as_written_and_leave_nothing_behind(
             assert noise not in again.stdout + again.stderr
         assert " - ERROR - " not in again.stdout + again.stderr
     finally:
+        if squatter:
+            squatter.close()
         stop = subprocess.run(
             ["make", "-s", "stop"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
             timeout=120,

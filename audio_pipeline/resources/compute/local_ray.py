@@ -39,9 +39,11 @@ class LocalRayCompute(TranscriptionCompute):
     object_store_memory_mb: int = 2048
     python: str | None = None
     isolated_ports: bool = Field(
-        default=False,
-        description="pick free ports for every Ray service, so that this head "
-        "can run beside another cluster on the same machine (tests)",
+        default=True,
+        description="give Ray's internal services (agents, worker ports, client server, "
+        "metrics) free ports, so that the head runs beside any other Ray cluster on the machine "
+        "(on Ray's fixed defaults, a second cluster's job agent cannot start); false: Ray's "
+        "defaults",
     )
     start_timeout_s: float = 90.0
     poll_interval_s: float = 0.5

@@ -149,7 +149,7 @@ class RayHead:
     num_cpus: int | None = None
     num_gpus: int | None = None
     object_store_memory_mb: int = 2048
-    isolated_ports: bool = False
+    isolated_ports: bool = True  # Ray's internal services on free ports (see LocalRayCompute)
     start_timeout_s: float = 90.0
     ray_bin: str | None = None  # another environment's `ray` (default: this one's)
     cwd: Path | None = None  # the head's working directory (default: this process's)
@@ -237,7 +237,7 @@ class RayHead:
             *self._node_flags(self.num_cpus, self.num_gpus),
         ]
         if self.isolated_ports:
-            cmd += isolated_port_flags({self.gcs_port, self.dashboard_port})
+            cmd += isolated_port_flags({self.gcs_port, self.dashboard_port}, workers=1000)
         proc, log_path = self._launch(cmd, f"head-{self.dashboard_port}", log)
         self.pid_file.write_text(str(proc.pid))
         try:
