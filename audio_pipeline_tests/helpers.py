@@ -9,6 +9,8 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -42,6 +44,32 @@ TEST_ENVS = Path(
 # The system's temp dir, before the session moved TMPDIR (conftest): the README test runs
 # `make demo` with it and measures it, while other tests run beside it (two xdist workers).
 SYSTEM_TMPDIR = "AUDIO_PIPELINE_TESTS_SYSTEM_TMPDIR"
+
+
+def build_venv(
+    venv: Path, packages: list[str], timeout_s: float = 900
+) -> subprocess.CompletedProcess:
+    """A virtual environment of this Python at ``venv`` with ``packages`` (and pip), installed by
+    uv (a dev requirement) from PyPI: seconds on a fresh machine where pip took a minute. Its
+    cache is kept beside the environments. Returns the install's completed process."""
+    from uv import find_uv_bin
+
+    uv = find_uv_bin()
+    env = {**os.environ, "UV_CACHE_DIR": str(TEST_ENVS / "uv-cache")}
+    subprocess.run(
+        [uv, "venv", "-q", "--seed", "--clear", "--python", sys.executable, str(venv)],
+        check=True,
+        env=env,
+    )
+    return subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *packages],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+    )
+
+
 # What a user must never see from a healthy run (the demo's terminal or its log).
 NOISE = (
     "constructor arguments in the object store",

@@ -17,7 +17,7 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.resources.compute import LocalRayCompute
 from audio_pipeline.resources.compute.ray_head import RayHead
 
-from .helpers import SAMPLE_TREE, TEST_ENVS, free_port, make_resources, sensor_batches
+from .helpers import SAMPLE_TREE, TEST_ENVS, build_venv, free_port, make_resources, sensor_batches
 
 FILES = 4  # few files: what is tested is where the code comes from, not throughput
 
@@ -79,7 +79,8 @@ def test_a_head_started_from_another_checkout_runs_this_checkouts_payload(tmp_pa
     try:
         # Started from this environment: no pip runtime environment, found without being told.
         compute = LocalRayCompute(home=str(home), address=head.dashboard_url)
-        assert compute.runs_this_python() and "pip" not in compute.runtime_env(tmp_path)
+        env = compute.runtime_env(tmp_path)
+        assert compute.runs_this_python() and not {"pip", "uv"} & set(env)
         result = transcribe(home, instance, compute)
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
         assert rows(home) == [(FILES, FILES)]
@@ -95,12 +96,8 @@ def ray_only_venv(cache: Path) -> Path:
     venv = cache / f"ray-only-{ray.__version__}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"ray[default]=={ray.__version__}"],
-            check=True,
-        )
+        install = build_venv(venv, [f"ray[default]=={ray.__version__}"])
+        assert install.returncode == 0, install.stderr[-3000:]
         (venv / ".complete").write_text("")
     probe = subprocess.run(
         [str(python), "-c", "import audio_pipeline"], capture_output=True, text=True, cwd=venv
@@ -110,19 +107,24 @@ def ray_only_venv(cache: Path) -> Path:
 
 
 @pytest.mark.long
-def test_a_cluster_without_this_project_runs_the_shipped_payload(tmp_path, home, instance):
+def test_a_cluster_without_this_project_runs_the_shipped_payload(
+    tmp_path, home, instance, monkeypatch
+):
     venv = ray_only_venv(TEST_ENVS)
+    # uv's cache for the runtime environment the job gets (the head's agent runs uv): kept with
+    # the test environments, not in this machine's ~/.cache
+    monkeypatch.setenv("UV_CACHE_DIR", str(TEST_ENVS / "uv-cache"))
     head = start_head(tmp_path / "ray", ray_bin=str(venv / "bin" / "ray"), cwd=tmp_path)
     try:
         # address given, python not: the job runs the cluster's python in a runtime
-        # environment with the payload's pip requirements.
+        # environment where uv installed the payload's requirements.
         compute = LocalRayCompute(home=str(home), address=head.dashboard_url)
         assert not compute.runs_this_python()
         result = transcribe(home, instance, compute)
         assert result.success, result.get_step_failure_events()[0].event_specific_data.error
         assert rows(home) == [(FILES, FILES)]
     finally:
-        head.stop()  # its temp dir goes with it: the pip environment it built (1.5 GB)
+        head.stop()  # its temp dir goes with it: the environment uv built (1.3 GB)
 
 
 def test_only_a_cluster_running_this_python_goes_without_pip(tmp_path):
@@ -139,7 +141,7 @@ def test_only_a_cluster_running_this_python_goes_without_pip(tmp_path):
         deadline = time.monotonic() + 30
         while not here.runs_this_python() and time.monotonic() < deadline:
             time.sleep(0.2)  # the server is still starting
-        assert here.runs_this_python() and "pip" not in here.runtime_env(tmp_path)
+        assert here.runs_this_python() and not {"pip", "uv"} & set(here.runtime_env(tmp_path))
     finally:
         server.terminate()
         try:
@@ -150,4 +152,7 @@ def test_only_a_cluster_running_this_python_goes_without_pip(tmp_path):
     for address in (f"http://127.0.0.1:{free_port()}", "http://10.1.2.3:8265"):
         other = LocalRayCompute(home=str(tmp_path), address=address)
         assert not other.runs_this_python()
-        assert "faster-whisper>=1.2,<2" in other.runtime_env(tmp_path)["pip"]["packages"]
+        assert "faster-whisper>=1.2,<2" in other.runtime_env(tmp_path)["uv"]["packages"]
+        by_pip = LocalRayCompute(home=str(tmp_path), address=address, installer="pip")
+        by_pip = by_pip.runtime_env(tmp_path)
+        assert "faster-whisper>=1.2,<2" in by_pip["pip"]["packages"] and "uv" not in by_pip

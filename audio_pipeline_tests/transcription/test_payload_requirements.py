@@ -1,7 +1,7 @@
 """The payload's pinned requirements (transcription/requirements.txt) are enough for its code.
 
 A virtual environment gets exactly the lower bounds of those pins (``>=x`` installed as ``==x``)
-plus numpy, from the pip cache or PyPI, and runs the payload's pure parts there: settings from
+plus numpy, installed by uv from PyPI, and runs the payload's pure parts there: settings from
 Pipes extras, audio decode/resample of a real FLAC, WER and hallucination heuristics, and the
 Pipes stage message writer. Torch-bound parts (the engines) need the runtime image's torch and
 are covered by the end-to-end tests. Skipped, saying why, when no package index is reachable.
@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from audio_pipeline.transcription.librispeech import BUNDLED_ROOT
 
-from ..helpers import TEST_ENVS
+from ..helpers import TEST_ENVS, build_venv
 
 pytestmark = pytest.mark.slow
 
@@ -77,18 +76,10 @@ def test_pure_parts_run_under_the_minimum_versions(tmp_path_factory):
     venv = TEST_ENVS / f"minreq-{key}"
     python = venv / "bin" / "python"
     if not (venv / ".ok").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        install = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "numpy<2.3", *pins],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        install = build_venv(venv, ["numpy<2.3", *pins])
         if install.returncode != 0:
-            if (
-                "No matching distribution" in install.stderr
-                or "connection" in install.stderr.lower()
-            ):
+            unreachable = ("Failed to fetch", "error sending request", "connection")
+            if any(word in install.stderr for word in unreachable):
                 pytest.skip(f"no package index reachable: {install.stderr[-300:]}")
             pytest.fail(install.stderr[-3000:])
         (venv / ".ok").write_text("\n".join(pins))
