@@ -90,3 +90,45 @@ def test_ray_head_listens_on_loopback_only(ray_compute):
     assert listening, "the Ray head should listen on some port"
     assert {addr.ip for addr in listening} <= LOOPBACK, listening
     assert any(addr.port == ray_compute.dashboard_port for addr in listening)
+
+
+@pytest.mark.slow  # subprocesses
+def test_a_head_that_fails_to_start_leaves_no_process_and_no_temp_dir(tmp_path):
+    """``ray start`` gives up (here a stand-in for the ``ray`` command, which exits with an
+    error after starting a child and writing in the head's temp dir, as a GCS would): the
+    child's whole group is stopped and the temp dir removed; the log stays for the reader."""
+    from audio_pipeline.resources.compute.base import ComputePoolError
+    from audio_pipeline.resources.compute.ray_head import RayHead, free_port
+
+    fake_ray = tmp_path / "ray"
+    fake_ray.write_text(
+        "#!/bin/sh\n"
+        'sleep 300 & echo $! > "$PIDS"\n'
+        'echo session > "$TMPDIR/session"\n'
+        "echo 'the GCS could not start' >&2\n"
+        "exit 1\n"
+    )
+    fake_ray.chmod(0o755)
+    pids = tmp_path / "pids"
+    head = RayHead(
+        state_dir=tmp_path / "state", gcs_port=free_port(), dashboard_port=free_port(),
+        ray_bin=str(fake_ray), start_timeout_s=30,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIDS", str(pids))
+        with pytest.raises(ComputePoolError, match="the GCS could not start"):
+            head.start()
+    child = int(pids.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
+    assert not head.temp_dir.exists() and not head.pid_file.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

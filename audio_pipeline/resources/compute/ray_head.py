@@ -243,7 +243,11 @@ class RayHead:
         try:
             self._wait(proc, log_path, lambda: self.is_up() and bool(self.nodes()))
         except ComputePoolError:
+            # `ray start` may have left some of its processes (GCS, dashboard) when it gave up:
+            # its whole group goes, and its temp dir (the log stays in state_dir).
             self.pid_file.unlink(missing_ok=True)
+            _kill_groups([proc.pid], 5)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise
 
     def stop(self, timeout_s: float = 5.0) -> bool:
