@@ -99,6 +99,7 @@ def test_a_head_that_fails_to_start_leaves_no_process_and_no_temp_dir(tmp_path):
     child's whole group is stopped and the temp dir removed; the log stays for the reader."""
     from audio_pipeline.resources.compute.base import ComputePoolError
     from audio_pipeline.resources.compute.ray_head import RayHead, free_port
+    from audio_pipeline.run_health import process_alive
 
     fake_ray = tmp_path / "ray"
     fake_ray.write_text(
@@ -120,15 +121,7 @@ def test_a_head_that_fails_to_start_leaves_no_process_and_no_temp_dir(tmp_path):
             head.start()
     child = int(pids.read_text())
     deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
+    while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(child)
+    assert not process_alive(child)
     assert not head.temp_dir.exists() and not head.pid_file.exists()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
