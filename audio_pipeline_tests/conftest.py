@@ -36,7 +36,6 @@ def ray_compute(tmp_path_factory):
         gcs_port=free_port(),
         dashboard_port=free_port(),
         object_store_memory_mb=1024,
-        isolated_ports=True,
     )
     info = compute.ensure_pool()
     assert info["nodes"] == 1 and info["cpus"] >= 1

@@ -44,6 +44,8 @@ TEST_ENVS = Path(
 # The system's temp dir, before the session moved TMPDIR (conftest): the README test runs
 # `make demo` with it and measures it, while other tests run beside it (two xdist workers).
 SYSTEM_TMPDIR = "AUDIO_PIPELINE_TESTS_SYSTEM_TMPDIR"
+# uv's cache for the test virtualenvs and for the runtime environments uv builds on test heads
+UV_CACHE = TEST_ENVS / "uv-cache"
 
 
 def build_venv(
@@ -55,7 +57,7 @@ def build_venv(
     from uv import find_uv_bin
 
     uv = find_uv_bin()
-    env = {**os.environ, "UV_CACHE_DIR": str(TEST_ENVS / "uv-cache")}
+    env = {**os.environ, "UV_CACHE_DIR": str(UV_CACHE)}
     subprocess.run(
         [uv, "venv", "-q", "--seed", "--clear", "--python", sys.executable, str(venv)],
         check=True,

@@ -17,7 +17,15 @@ from audio_pipeline.definitions import ASSETS
 from audio_pipeline.resources.compute import LocalRayCompute
 from audio_pipeline.resources.compute.ray_head import RayHead
 
-from .helpers import SAMPLE_TREE, TEST_ENVS, build_venv, free_port, make_resources, sensor_batches
+from .helpers import (
+    SAMPLE_TREE,
+    TEST_ENVS,
+    UV_CACHE,
+    build_venv,
+    free_port,
+    make_resources,
+    sensor_batches,
+)
 
 FILES = 4  # few files: what is tested is where the code comes from, not throughput
 
@@ -43,7 +51,6 @@ def start_head(state_dir: Path, **kwargs) -> RayHead:
         dashboard_port=free_port(),
         num_cpus=2,
         object_store_memory_mb=512,
-        isolated_ports=True,
         start_timeout_s=120,
         **kwargs,
     )
@@ -113,7 +120,7 @@ def test_a_cluster_without_this_project_runs_the_shipped_payload(
     venv = ray_only_venv(TEST_ENVS)
     # uv's cache for the runtime environment the job gets (the head's agent runs uv): kept with
     # the test environments, not in this machine's ~/.cache
-    monkeypatch.setenv("UV_CACHE_DIR", str(TEST_ENVS / "uv-cache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(UV_CACHE))
     head = start_head(tmp_path / "ray", ray_bin=str(venv / "bin" / "ray"), cwd=tmp_path)
     try:
         # address given, python not: the job runs the cluster's python in a runtime

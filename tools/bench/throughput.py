@@ -419,7 +419,6 @@ def run(args) -> dict:
         gcs_port=free_port(),
         dashboard_port=free_port(),
         object_store_memory_mb=args.object_store_mb,
-        isolated_ports=True,
     )
     results: dict[str, dict[str, list[dict]]] = {s: {v: [] for v in variants} for s in shapes}
     idle_ray_mb = 0.0
@@ -458,7 +457,6 @@ def run(args) -> dict:
                         "home": compute.home,
                         "gcs_port": compute.gcs_port,
                         "dashboard_port": compute.dashboard_port,
-                        "isolated_ports": True,
                     },
                 }
                 (work / shape).mkdir(exist_ok=True)
