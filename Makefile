@@ -45,10 +45,10 @@ demo: install
 
 # Two workers (TEST_WORKERS=0: one process): half the end-to-end tier's time is waiting (Ray job
 # start, Pipes polls, timeouts), which the other worker fills. Tests go out one at a time, the
-# longest first (conftest), so that neither worker is left with a queue of long ones at the end.
+# longest first, and each session Ray cluster is started by one worker only (conftest, affinity.py).
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -ra --durations=30 -n $(TEST_WORKERS) --maxschedchunk 1 audio_pipeline_tests
+	$(BIN)/python -m pytest -ra --durations=30 -n $(TEST_WORKERS) audio_pipeline_tests
 
 test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow" audio_pipeline_tests

@@ -18,6 +18,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from . import affinity
 from .helpers import SAMPLE_TREE, SYSTEM_TMPDIR, free_port
 
 
@@ -187,6 +188,7 @@ def _temp_files_in_a_directory_of_the_sessions(config) -> None:
     system = tempfile.gettempdir()
     session = tempfile.mkdtemp(prefix="apt-", dir=system)  # short: Ray's socket paths go in it
     os.environ |= {SYSTEM_TMPDIR: system, "TMPDIR": session}
+    os.environ[affinity.AFFINITY_FILE] = os.path.join(session, "affinity.json")
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", system)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     config.add_cleanup(lambda: shutil.rmtree(session, ignore_errors=True))
@@ -211,6 +213,15 @@ def pytest_collection_modifyitems(config, items):
         # the longest tests first, then the end-to-end tier, then the unit tier, whose short
         # tests fill both workers' ends
         items.sort(key=lambda item: [item.get_closest_marker(m) is None for m in ("long", "slow")])
+        affinity.write_affinity(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s workers: each session Ray cluster starts on one worker only (affinity.py)."""
+    if config.getoption("dist") == "load":
+        return affinity.AffinityScheduling(config, log, numnodes=len(config.getoption("tx")))
+    return None
 
 
 class _NoSubprocess(subprocess.Popen):

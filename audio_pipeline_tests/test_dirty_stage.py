@@ -236,6 +236,7 @@ def hold_read_only(path):
     return proc
 
 
+@pytest.mark.waits
 @pytest.mark.slow  # a subprocess
 def test_a_locked_warehouse_fails_the_tick_fast_naming_the_holder(res, home, instance):
     res["store"].ensure_tables()

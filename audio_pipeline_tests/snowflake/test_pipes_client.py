@@ -142,6 +142,7 @@ def test_failing_payload_fails_with_every_instances_log_tail(
     )
 
 
+@pytest.mark.waits
 def test_timeout_cancels_the_job(acct_connection, emulated_account, payload_dir):
     before = set(emulated_account.jobs)
     result = dg.materialize(
@@ -159,6 +160,7 @@ def test_timeout_cancels_the_job(acct_connection, emulated_account, payload_dir)
     assert job.status == "CANCELLED"
 
 
+@pytest.mark.waits
 def test_messages_unreadable_past_the_error_window_cancel_the_job(
     acct_connection, emulated_account, payload_dir
 ):
@@ -189,6 +191,7 @@ def test_messages_unreadable_past_the_error_window_cancel_the_job(
     assert job.status == "CANCELLED"
 
 
+@pytest.mark.waits
 def test_a_writer_cut_off_for_a_while_still_delivers_closed(
     acct_connection, emulated_account, payload_dir
 ):

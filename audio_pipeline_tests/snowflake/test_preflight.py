@@ -102,6 +102,7 @@ def test_missing_privilege_and_no_image_give_their_fixes(acct_connection, emulat
     assert found["smoke job"].status == "FAIL" and "not submitted" in found["smoke job"].detail
 
 
+@pytest.mark.waits
 def test_blocked_stage_read_and_no_gpu_give_their_fixes(acct_connection, emulated_account):
     compute, stage = staged(acct_connection)
     emulated_account.block_stage_reads = {"AUDIO_FILES_STAGE"}

@@ -48,6 +48,7 @@ CHILD = textwrap.dedent(
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("server", ["patched", "as-shipped"])
 def test_the_process_exits_after_the_account_is_gone(server):
     proc = subprocess.run(

@@ -232,6 +232,7 @@ def _when_running(d, before, action, timeout=240):
     return thread
 
 
+@pytest.mark.waits
 def test_terminating_the_run_cancels_the_job(deployment, sample_ingest):
     d = deployment
     before = set(d["account"].jobs)

@@ -128,6 +128,7 @@ def pipes_message(method: str, **params) -> dict:
     return {"__dagster_pipes_version": "0.1", "method": method, "params": params}
 
 
+@pytest.mark.waits
 def test_a_writer_that_loses_the_endpoint_for_a_while_still_delivers_closed(container):
     """The writer's connection is refused for 9 s (a lost minute, scaled down: several times the
     network timeout of 2 s and more than the longest backoff of 5 s) and the container's token is
