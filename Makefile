@@ -43,10 +43,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python -m audio_pipeline.cli demo --subset $(SUBSET) $(if $(DEBUG),--debug)
 
-# Two workers (TEST_WORKERS=0: one process): half the end-to-end tier's time is waiting (Ray job
-# start, Pipes polls, timeouts), which the other worker fills. Tests go out one at a time, the
+# Three workers on 2 cores (TEST_WORKERS=0: one process): much of an end-to-end test is waiting
+# (Ray job start, Pipes polls, timeouts), which the others fill. Tests go out one at a time, the
 # longest first, and each session Ray cluster is started by one worker only (conftest, affinity.py).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: install
 	$(BIN)/python -m pytest -ra --durations=30 -n $(TEST_WORKERS) audio_pipeline_tests
 
