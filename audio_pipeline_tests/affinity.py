@@ -1,7 +1,7 @@
 """pytest-xdist scheduling for this suite (xdist's public ``pytest_xdist_make_scheduler`` hook).
 
-xdist starts a session fixture once per worker: with its default scheduling both workers start
-the session's Ray head and both start the multi-node cluster with the emulated account on it,
+xdist starts a session fixture once per worker: with its default scheduling every worker starts
+the session's Ray head and every worker the multi-node cluster with the emulated account on it,
 which then sit beside each other for the whole run (an idle three-node cluster costs about 6 %
 of a core, its start 8 core-seconds). Here every test that uses one of those fixtures goes to
 the worker that already started it, so each starts once per run. Otherwise tests go out as with
@@ -10,8 +10,8 @@ each worker holding the test it runs and the next one (a worker runs a test once
 next, for the fixtures' teardown).
 
 Tests marked ``waits`` spend most of their time waiting (a timeout, an outage, Dagster's Pipes
-reader draining for 10 s after a job that never sent ``closed``): one is not started while the
-other worker holds one too, if there is other work, so that the CPU has something to do.
+reader draining for 10 s after a job that never sent ``closed``): one is not started while
+another worker holds one too, if there is other work, so that the CPU has something to do.
 
 The controller collects nothing: each worker writes which tests use which fixture and which
 wait to the file named by ``AFFINITY_FILE`` (conftest), read when scheduling starts.
@@ -27,7 +27,7 @@ from pathlib import Path
 AFFINITY_FILE = "AUDIO_PIPELINE_TEST_AFFINITY"
 # A test that uses both goes with the first: the cluster worker can start a head as well.
 AFFINITY_FIXTURES = ("multinode_ray", "ray_compute")
-# When a worker has nothing left of its own, it takes the other worker's tests (starting that
+# When a worker has nothing left of its own, it takes another worker's tests (starting that
 # fixture again) only if that many are left; otherwise it stops and the owner finishes them.
 TAKE_OVER_AT = 3
 

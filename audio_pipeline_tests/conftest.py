@@ -211,7 +211,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
     if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands tests out in order
         # the longest tests first, then the end-to-end tier, then the unit tier, whose short
-        # tests fill both workers' ends
+        # tests fill the workers' ends
         items.sort(key=lambda item: [item.get_closest_marker(m) is None for m in ("long", "slow")])
         affinity.write_affinity(items)
 

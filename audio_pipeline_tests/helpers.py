@@ -42,7 +42,7 @@ TEST_ENVS = Path(
     os.environ.get("AUDIO_PIPELINE_TEST_CACHE", Path.home() / ".cache" / "audio_pipeline")
 )
 # The system's temp dir, before the session moved TMPDIR (conftest): the README test runs
-# `make demo` with it and measures it, while other tests run beside it (two xdist workers).
+# `make demo` with it and measures it, while other tests run beside it (xdist workers).
 SYSTEM_TMPDIR = "AUDIO_PIPELINE_TESTS_SYSTEM_TMPDIR"
 # uv's cache for the test virtualenvs and for the runtime environments uv builds on test heads
 UV_CACHE = TEST_ENVS / "uv-cache"
