@@ -24,6 +24,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+from xdist.report import report_collection_diff
+
 AFFINITY_FILE = "AUDIO_PIPELINE_TEST_AFFINITY"
 # A test that uses both goes with the first: the cluster worker can start a head as well.
 AFFINITY_FIXTURES = ("multinode_ray", "ray_compute")
@@ -89,6 +92,9 @@ class AffinityScheduling:
         self.node2pending[node] = []
 
     def add_node_collection(self, node, collection: Sequence[str]) -> None:
+        if self.collection is not None and list(collection) != self.collection:
+            self._collections_differ(node, collection)  # a restarted worker: it gets nothing
+            return
         self.node2collection[node] = list(collection)
 
     def mark_test_complete(self, node, item_index: int, duration: float = 0) -> None:
@@ -110,17 +116,19 @@ class AffinityScheduling:
         if not pending:
             return None
         crashed = self.collection[pending.pop(0)]
-        self.pending = sorted(self.pending + pending)
+        self.pending[:0] = pending  # first again, as they were
         self._feed_all()
         return crashed
 
     def schedule(self) -> None:
         if self.collection is None:
-            collections = list(self.node2collection.values())
-            if any(c != collections[0] for c in collections[1:]):
-                self.log("**Different tests collected, aborting run**")
+            (first, collection), *others = self.node2collection.items()
+            differ = [(n, c) for n, c in others if c != collection]
+            for node, other in differ:
+                self._collections_differ(node, other, first, collection)
+            if differ:
                 return
-            self.collection = collections[0]
+            self.collection = collection
             self.pending = list(range(len(self.collection)))
             path = os.environ.get(AFFINITY_FILE)
             found = json.loads(Path(path).read_text()) if path and Path(path).exists() else {}
@@ -130,14 +138,23 @@ class AffinityScheduling:
             self.waits = {index[n] for n in found.get("waits", ()) if n in index}
         self._feed_all()
 
+    def _collections_differ(self, node, other, first=None, collection=None) -> None:
+        """Fail the run as xdist's own schedulers do: a collect report naming the difference."""
+        first = first or next(iter(self.node2collection))
+        collection = collection or self.collection
+        diff = report_collection_diff(collection, other, first.gateway.id, node.gateway.id)
+        self.log(diff)
+        report = pytest.CollectReport(node.gateway.id, "failed", longrepr=diff, result=[])
+        self.config.hook.pytest_collectreport(report=report)
+
     # -- choosing
     def _feed_all(self) -> None:
         for node in self.nodes:
             self._feed(node)
 
     def _feed(self, node) -> None:
-        if node.shutting_down:
-            return
+        if node.shutting_down or node not in self.node2collection:
+            return  # shutting down, or a restarted worker whose collection has not come yet
         queue = self.node2pending[node]
         while len(queue) < 2:
             at = self._pick(node)
@@ -180,9 +197,10 @@ class AffinityScheduling:
                 return at
         if later is not None:
             return later
-        # Only other workers' tests left: take them over if there are enough to be worth a
-        # second start of their fixture, or if no worker is left to run them; else leave them
-        # to their owner.
+        # Only tests of fixtures this worker has not started are left. One no worker has started
+        # yet (in a partial run): it starts it rather than stop. Another worker's: it takes them
+        # over if there are enough to be worth a second start, or if no worker is left to run
+        # them; else it stops and leaves them to their owner.
         first = self.group[self.pending[0]]
         left = sum(1 for index in self.pending if self.group.get(index) == first)
         owners = [n for n in self.owners.get(first, ()) if n is not node and not n.shutting_down]

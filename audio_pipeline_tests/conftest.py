@@ -220,7 +220,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_xdist_make_scheduler(config, log):
     """`make test`'s workers: each session Ray cluster starts on one worker only (affinity.py)."""
     if config.getoption("dist") == "load":
-        return affinity.AffinityScheduling(config, log, numnodes=len(config.getoption("tx")))
+        from xdist.workermanage import parse_tx_spec_config
+
+        return affinity.AffinityScheduling(config, log, len(parse_tx_spec_config(config)))
     return None
 
 

@@ -3,6 +3,7 @@ stand-in workers that record what they are sent (the real workers run in `make t
 
 import json
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ class Worker:
 
     def __init__(self, name):
         self.name = name
+        self.gateway = SimpleNamespace(id=name)
         self.shutting_down = False
         self.sent: list[int] = []
         self.ran: list[int] = []
@@ -29,15 +31,21 @@ class Worker:
         return self.name
 
 
-def scheduler(tmp_path, monkeypatch, groups: dict[str, str], tests: list[str], workers, waits=()):
+def scheduler(
+    tmp_path, monkeypatch, groups: dict[str, str], tests: list[str], workers, waits=(), reports=None
+):
     path = tmp_path / "affinity.json"
     path.write_text(json.dumps({"groups": groups, "waits": list(waits)}))
     monkeypatch.setenv(affinity.AFFINITY_FILE, str(path))
-    sched = affinity.AffinityScheduling(None, print, numnodes=len(workers))
+    reports = [] if reports is None else reports
+    config = SimpleNamespace(
+        hook=SimpleNamespace(pytest_collectreport=lambda report: reports.append(report))
+    )
+    sched = affinity.AffinityScheduling(config, print, numnodes=len(workers))
     for w in workers:
         sched.add_node(w)
     for w in workers:
-        sched.add_node_collection(w, tests)
+        sched.add_node_collection(w, getattr(w, "collected", tests))
     assert sched.collection_is_completed
     sched.schedule()
     return sched
@@ -116,3 +124,31 @@ def test_no_two_tests_that_wait_start_together_while_there_is_other_work(tmp_pat
     assert Counter(a.ran + b.ran) == Counter(range(6))
     # when only waiting tests are left, they run beside each other rather than not at all
     assert 2 in a.ran + b.ran
+
+
+def test_workers_that_collected_different_tests_fail_the_run_and_get_nothing(tmp_path, monkeypatch):
+    a, b = Worker("a"), Worker("b")
+    b.collected = ["t1", "t0"]  # e.g. a parametrization over a set, in another order
+    reports = []
+    scheduler(tmp_path, monkeypatch, {}, ["t0", "t1"], [a, b], reports=reports)
+    assert a.sent == b.sent == []
+    (report,) = reports
+    assert report.failed and "Different tests were collected between a and b" in str(
+        report.longrepr
+    )
+
+
+def test_a_restarted_worker_gets_tests_once_its_collection_matches(tmp_path, monkeypatch):
+    a, b = Worker("a"), Worker("b")
+    sched = scheduler(tmp_path, monkeypatch, {}, TESTS, [a, b])
+    sched.remove_node(b)  # crashed: its two tests go back, first
+    c = Worker("c")
+    sched.add_node(c)
+    a.ran.append(a.sent[0])
+    sched.mark_test_complete(a, a.sent[0])  # before c's collection: c is sent nothing
+    assert c.sent == []
+    sched.add_node_collection(c, TESTS)
+    sched.schedule()
+    assert len(c.sent) == 2
+    run(sched, [a, c], [a, c])
+    assert sorted(a.ran + c.ran) == sorted(set(range(12)) - {2})  # t2: b's crash, reported
